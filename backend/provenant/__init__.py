@@ -1,0 +1,2 @@
+"""Provenant: attribution-native model factory."""
+__version__ = "0.1.0"

@@ -1,0 +1,130 @@
+"""Per-example loss gradients w.r.t. a classifier's trainable tensors, and their random projection.
+
+Three steps, each a plain function:
+1. `per_example_gradients`: for each (text, label), the gradient of the cross-entropy at that label
+   w.r.t. every trainable tensor (LoRA A/B + head) at the final adapter (eval mode: no dropout),
+   flattened in the fixed `trainable_parameters` order; batched with torch.func.vmap, checked
+   against the plain loop `per_example_gradients_loop`.
+2. `Projector.project`: a seeded Gaussian JL projection to `dim` floats. The P x dim matrix is never
+   held whole: it is generated in chunks of rows, each from its own generator seeded by
+   (seed, tensor name, chunk), so the projection of one tensor does not depend on the others.
+3. `precondition`: the seam for curvature (EK-FAC, ridge-inverse of the projected Gram matrix...);
+   the identity for now, i.e. scores are plain TracIn / grad-dot at the final checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.func import functional_call, grad, vmap
+
+from provenant.factory.model import encode, example_loss, trainable_parameters
+from provenant.serving.engine import Classifier
+
+MICRO_BATCH = 16  # examples per vmapped forward/backward
+CHUNK_ROWS = 8192  # rows of the projection generated at once: 8192 x 1024 x 4 B = 32 MiB
+
+
+def per_example_gradients(classifier: Classifier, texts: Sequence[str], label_ids: Sequence[int],
+                          micro_batch: int = MICRO_BATCH) -> torch.Tensor:
+    """(len(texts), P) float32: flattened loss gradients per example, batched with torch.func.vmap.
+
+    Rows are grouped by token length (stable order) into micro-batches padded to their longest row,
+    so a row's gradient equals the one-at-a-time loop (`per_example_gradients_loop`) up to float
+    rounding. transformers' attention-mask preparation cannot run under vmap, so the 4D additive mask
+    is built here from the 2D one and handed to the model ready-made.
+    """
+    if len(texts) != len(label_ids):
+        raise ValueError("texts and label_ids differ in length")
+    model, tokenizer = classifier.model, classifier.base.tokenizer
+    model.eval()
+    names_params = trainable_parameters(model)
+    params = {name: p.detach() for name, p in names_params}
+    out = torch.empty(len(texts), sum(p.numel() for p in params.values()), dtype=torch.float32)
+    if len(texts) == 0:
+        return out
+    token_ids = [tokenizer(str(t), truncation=True, max_length=classifier.max_length)["input_ids"] for t in texts]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def loss_of_one(params: dict[str, torch.Tensor], input_ids: torch.Tensor, mask: torch.Tensor,
+                    label: torch.Tensor) -> torch.Tensor:
+        additive = (1.0 - mask.to(torch.float32))[None, None, None, :] * torch.finfo(torch.float32).min
+        logits = functional_call(model, params, (input_ids[None], mask[None]), {"backbone_mask": additive})
+        return example_loss(logits, label[None])
+
+    grad_per_example = vmap(grad(loss_of_one), in_dims=(None, 0, 0, 0))
+    order = sorted(range(len(texts)), key=lambda i: len(token_ids[i]))
+    for start in range(0, len(order), micro_batch):
+        rows = order[start:start + micro_batch]
+        width = max(len(token_ids[i]) for i in rows)
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.int64)
+        mask = torch.zeros((len(rows), width), dtype=torch.int64)
+        for j, i in enumerate(rows):  # right padding, as BERT-style tokenizers do
+            input_ids[j, :len(token_ids[i])] = torch.tensor(token_ids[i], dtype=torch.int64)
+            mask[j, :len(token_ids[i])] = 1
+        labels = torch.tensor([int(label_ids[i]) for i in rows], dtype=torch.int64)
+        grads = grad_per_example(params, input_ids, mask, labels)
+        out[rows] = torch.cat([grads[name].reshape(len(rows), -1) for name, _ in names_params], dim=1)
+    return out
+
+
+def per_example_gradients_loop(classifier: Classifier, texts: Sequence[str], label_ids: Sequence[int]) -> torch.Tensor:
+    """Reference implementation: one example at a time, plain autograd. Same layout as above."""
+    model = classifier.model
+    model.eval()
+    params = [p for _, p in trainable_parameters(model)]
+    out = torch.empty(len(texts), sum(p.numel() for p in params), dtype=torch.float32)
+    for row, (text, label_id) in enumerate(zip(texts, label_ids, strict=True)):
+        input_ids, attention_mask = encode(classifier.base.tokenizer, [text], classifier.max_length)
+        with torch.enable_grad():
+            loss = example_loss(model(input_ids, attention_mask), torch.tensor([int(label_id)], dtype=torch.int64))
+            grads = torch.autograd.grad(loss, params)
+        out[row] = torch.cat([g.reshape(-1) for g in grads])
+    return out
+
+
+@dataclass(frozen=True)
+class Projector:
+    """x -> R^T x / sqrt(dim), R ~ N(0, 1)^(P x dim) in float32, regenerated chunk by chunk from `seed`."""
+
+    layout: tuple[tuple[str, int], ...]  # (tensor name, numel) in flattening order
+    dim: int
+    seed: int
+
+    @classmethod
+    def for_classifier(cls, classifier: Classifier, dim: int, seed: int) -> "Projector":
+        layout = tuple((name, p.numel()) for name, p in trainable_parameters(classifier.model))
+        return cls(layout=layout, dim=dim, seed=seed)
+
+    @property
+    def layout_sha256(self) -> str:
+        return hashlib.sha256(repr(self.layout).encode()).hexdigest()
+
+    def _chunk_seed(self, name: str, chunk: int) -> int:
+        digest = hashlib.sha256(f"provenant-jl/{self.seed}/{name}/{chunk}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+    def project(self, grads: torch.Tensor) -> torch.Tensor:
+        """(B, P) float32 -> (B, dim) float32; chunk products are summed in float64."""
+        total = sum(numel for _, numel in self.layout)
+        if grads.ndim != 2 or grads.shape[1] != total:
+            raise ValueError(f"expected (B, {total}) gradients, got {tuple(grads.shape)}")
+        grads = grads.to(torch.float32)
+        out = torch.zeros(grads.shape[0], self.dim, dtype=torch.float64)
+        offset = 0
+        for name, numel in self.layout:
+            for chunk, start in enumerate(range(0, numel, CHUNK_ROWS)):
+                rows = min(CHUNK_ROWS, numel - start)
+                generator = torch.Generator().manual_seed(self._chunk_seed(name, chunk))
+                matrix = torch.randn(rows, self.dim, generator=generator, dtype=torch.float32)
+                out += (grads[:, offset + start:offset + start + rows] @ matrix).to(torch.float64)
+            offset += numel
+        return (out / self.dim ** 0.5).to(torch.float32)
+
+
+def precondition(projected: torch.Tensor) -> torch.Tensor:
+    """Curvature seam, applied to the query side: q -> H^-1 q. Identity for now (TracIn / grad-dot)."""
+    return projected

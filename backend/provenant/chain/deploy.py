@@ -1,0 +1,161 @@
+"""Deploying the contracts and remembering where they are: one manifest per chain id.
+
+The manifest (<home>/deployments/<chain id>.json) is what every later command reads to find
+the contracts. Deploying twice onto a chain that already holds a deployment is refused (it
+would orphan every record made against the first one); on a fresh devnet whose previous
+manifest points at addresses with no code, the stale manifest is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.contract import Contract
+
+from provenant.chain.client import ChainClient, ChainError
+from provenant.chain.compile import Artifact, compile_contracts
+
+DEFAULT_SPLIT_BPS = {"protocol": 500, "owner": 1500, "curators": 1000, "contributors": 7000}
+TOKEN_SUPPLY_WEI = 1_000_000_000 * 10**18
+
+
+class AlreadyDeployed(ChainError):
+    """A deployment manifest for this chain already points at live contracts."""
+
+
+class NotDeployed(ChainError):
+    """No deployment manifest for this chain."""
+
+
+@dataclass(frozen=True)
+class DeploymentManifest:
+    chain_id: int
+    deployer: str
+    block_number: int
+    addresses: dict[str, str]  # contract name -> checksum address
+
+    @staticmethod
+    def path_for(home: Path, chain_id: int) -> Path:
+        return Path(home) / "deployments" / f"{chain_id}.json"
+
+    def save(self, home: Path) -> Path:
+        path = self.path_for(home, self.chain_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, home: Path, chain_id: int) -> "DeploymentManifest":
+        path = cls.path_for(home, chain_id)
+        if not path.exists():
+            raise NotDeployed(f"no deployment for chain id {chain_id} in {path.parent}: run `provenant deploy` first")
+        return cls(**json.loads(path.read_text()))
+
+
+@dataclass(frozen=True)
+class Contracts:
+    """The deployed contracts as web3 objects, plus their artifacts."""
+
+    token: Contract
+    datanets: Contract
+    models: Contract
+    escrow: Contract
+    settlement: Contract
+    manifest: DeploymentManifest
+
+    @classmethod
+    def attach(cls, client: ChainClient, manifest: DeploymentManifest) -> "Contracts":
+        artifacts = compile_contracts()
+        client.register_abis({n: a.abi for n, a in artifacts.items()}, manifest.addresses)
+
+        def at(name: str) -> Contract:
+            return client.w3.eth.contract(address=manifest.addresses[name], abi=artifacts[name].abi)
+
+        return cls(
+            token=at("ProvenantToken"),
+            datanets=at("DatanetRegistry"),
+            models=at("ModelRegistry"),
+            escrow=at("UsageEscrow"),
+            settlement=at("AttributionSettlement"),
+            manifest=manifest,
+        )
+
+    @classmethod
+    def load(cls, client: ChainClient, home: Path) -> "Contracts":
+        return cls.attach(client, DeploymentManifest.load(home, client.chain_id))
+
+
+def _has_live_deployment(client: ChainClient, home: Path) -> DeploymentManifest | None:
+    try:
+        manifest = DeploymentManifest.load(home, client.chain_id)
+    except NotDeployed:
+        return None
+    token = manifest.addresses.get("ProvenantToken")
+    if token and client.w3.eth.get_code(Web3.to_checksum_address(token)):
+        return manifest
+    return None  # stale: the devnet was restarted
+
+
+def deploy_all(
+    client: ChainClient,
+    deployer: LocalAccount,
+    home: Path,
+    *,
+    protocol_treasury: str | None = None,
+    split_bps: dict[str, int] | None = None,
+    withdraw_delay: int = 86_400,
+    split_delay: int = 2 * 86_400,
+) -> Contracts:
+    """Compile and deploy the five contracts, wire them, and write the manifest."""
+    client.check_signer(deployer)
+    live = _has_live_deployment(client, home)
+    if live is not None:
+        raise AlreadyDeployed(
+            f"chain id {client.chain_id} already has a deployment (token at {live.addresses['ProvenantToken']}, "
+            f"manifest {DeploymentManifest.path_for(home, client.chain_id)}): refusing to deploy again"
+        )
+    artifacts: dict[str, Artifact] = compile_contracts()
+    client.register_abis({n: a.abi for n, a in artifacts.items()}, {})
+    split = split_bps or DEFAULT_SPLIT_BPS
+    admin = deployer.address
+
+    def deploy(name: str, *args: object) -> str:
+        address, _ = client.deploy(deployer, artifacts[name].abi, artifacts[name].bytecode, *args)
+        return address
+
+    start_block = client.w3.eth.block_number
+    token = deploy("ProvenantToken", admin, TOKEN_SUPPLY_WEI)
+    datanets = deploy("DatanetRegistry", token, admin)
+    models = deploy("ModelRegistry", datanets, admin)
+    escrow = deploy("UsageEscrow", token, models, withdraw_delay, admin)
+    settlement = deploy(
+        "AttributionSettlement",
+        token,
+        escrow,
+        admin,
+        protocol_treasury or admin,
+        (split["protocol"], split["owner"], split["curators"], split["contributors"]),
+        split_delay,
+    )
+    manifest = DeploymentManifest(
+        chain_id=client.chain_id,
+        deployer=admin,
+        block_number=start_block,
+        addresses={
+            "ProvenantToken": token,
+            "DatanetRegistry": datanets,
+            "ModelRegistry": models,
+            "UsageEscrow": escrow,
+            "AttributionSettlement": settlement,
+        },
+    )
+    contracts = Contracts.attach(client, manifest)
+    client.transact(deployer, contracts.escrow.functions.setSettlement(settlement))
+    manifest.save(home)
+    return contracts

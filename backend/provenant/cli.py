@@ -1,0 +1,296 @@
+"""`provenant`: the command line. Thin: every command calls into the packages.
+
+Every command that talks to a chain takes --rpc-url (default: $PROVENANT_RPC_URL or a local
+devnet) and --home (where the deployment manifest, content store and call log live). Keys come
+from an environment variable (--key-env, default PROVENANT_KEY), a keystore file, or — on
+chain id 31337 only — a dev account index (--dev-account).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from eth_account.signers.local import LocalAccount
+from rich.console import Console
+
+app = typer.Typer(help="Provenant: Datanets, attributed LoRA models, receipts and settlement.", no_args_is_help=True)
+datanet_app = typer.Typer(help="Create and inspect Datanets.", no_args_is_help=True)
+verify_app = typer.Typer(help="Recheck models from public data.", no_args_is_help=True)
+app.add_typer(datanet_app, name="datanet")
+app.add_typer(verify_app, name="verify")
+console = Console()
+err = Console(stderr=True)
+
+RpcOpt = Annotated[str, typer.Option("--rpc-url", envvar="PROVENANT_RPC_URL", help="JSON-RPC endpoint")]
+HomeOpt = Annotated[Path, typer.Option("--home", envvar="PROVENANT_HOME", help="manifests, content store, call log")]
+KeyEnvOpt = Annotated[str, typer.Option("--key-env", help="environment variable holding the signing key")]
+KeystoreOpt = Annotated[Optional[Path], typer.Option("--keystore", help="encrypted keystore file")]
+DevOpt = Annotated[Optional[int], typer.Option("--dev-account", help="anvil dev account index (chain 31337 only)")]
+DEFAULT_RPC = "http://127.0.0.1:8545"
+DEFAULT_HOME = Path(".provenant")
+
+
+@dataclass
+class Session:
+    client: object
+    home: Path
+
+    @property
+    def store(self):  # type: ignore[no-untyped-def]
+        from provenant.store import open_store
+
+        return open_store(os.environ.get("PROVENANT_STORE", str(self.home / "store")))
+
+    @property
+    def contracts(self):  # type: ignore[no-untyped-def]
+        from provenant.chain.deploy import Contracts
+
+        return Contracts.load(self.client, self.home)  # type: ignore[arg-type]
+
+
+def _session(rpc_url: str, home: Path) -> Session:
+    from provenant.chain.client import ChainClient
+
+    return Session(client=ChainClient(rpc_url), home=home)
+
+
+def _signer(session: Session, key_env: str, keystore: Path | None, dev_account: int | None) -> LocalAccount:
+    from provenant.chain import keys
+
+    if dev_account is not None:
+        if session.client.chain_id != keys.DEVNET_CHAIN_ID:  # type: ignore[attr-defined]
+            raise keys.KeyLoadError(f"--dev-account is allowed only on chain id {keys.DEVNET_CHAIN_ID}")
+        account = keys.dev_accounts()[dev_account]
+    elif keystore is not None:
+        account = keys.account_from_keystore(keystore, os.environ.get("PROVENANT_KEYSTORE_PASSWORD", ""))
+    else:
+        account = keys.account_from_env(key_env)
+    session.client.check_signer(account)  # type: ignore[attr-defined]
+    return account
+
+
+@app.command()
+def demo(calls: Annotated[int, typer.Option(help="paid inference calls to serve")] = 24,
+         epochs: Annotated[int, typer.Option(help="training epochs")] = 3,
+         workdir: Annotated[Optional[Path], typer.Option(help="keep the run's files here")] = None) -> None:
+    """Run the whole provenance thread on a fresh local anvil and print the final table."""
+    from provenant.demo.thread import DemoSettings, run_demo
+    from provenant.factory.train import LoraSettings
+
+    result = run_demo(DemoSettings(calls=calls, lora=LoraSettings(epochs=epochs)), workdir=workdir, console=console)
+    if not result.ledger.balanced:
+        raise RuntimeError("the totals do not add up: paid in != paid out + left in escrow")
+
+
+@app.command()
+def devnet(accounts: Annotated[int, typer.Option(help="funded dev accounts")] = 20) -> None:
+    """Start a local anvil devnet (chain id 31337) and keep it running until Ctrl-C."""
+    import time
+
+    from provenant.chain.devnet import start_anvil
+
+    with start_anvil(accounts=accounts) as net:
+        console.print(f"anvil listening on {net.rpc_url} (chain id 31337); Ctrl-C to stop")
+        try:
+            while net.process.poll() is None:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+def deploy(rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME, key_env: KeyEnvOpt = "PROVENANT_KEY",
+           keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
+    """Compile and deploy the contracts; write the deployment manifest for this chain id."""
+    from provenant.chain.deploy import deploy_all
+
+    session = _session(rpc_url, home)
+    contracts = deploy_all(session.client, _signer(session, key_env, keystore, dev_account), home)  # type: ignore[arg-type]
+    console.print_json(json.dumps(contracts.manifest.addresses))
+
+
+@datanet_app.command("create")
+def datanet_create(metadata: Annotated[Path, typer.Argument(help="JSON: name, description, license, task, labels")],
+                   stake: Annotated[int, typer.Option(help="stake per contribution, wei")] = 0,
+                   slash_on_reject: bool = False,
+                   rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME, key_env: KeyEnvOpt = "PROVENANT_KEY",
+                   keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
+    """Create a Datanet curated by the signer; its metadata goes to the content store."""
+    from provenant.datanets.service import DatanetService
+
+    session = _session(rpc_url, home)
+    signer = _signer(session, key_env, keystore, dev_account)
+    spec = json.loads(metadata.read_text())
+    service = DatanetService(session.client, session.contracts, session.store)  # type: ignore[arg-type]
+    console.print(f"datanet {service.create(signer, spec, stake=stake, slash_on_reject=slash_on_reject)}")
+
+
+@datanet_app.command("show")
+def datanet_show(datanet_id: int, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME) -> None:
+    """Show a Datanet's metadata and contributions."""
+    from provenant.datanets.service import DatanetService
+
+    session = _session(rpc_url, home)
+    service = DatanetService(session.client, session.contracts, session.store)  # type: ignore[arg-type]
+    info = service.get(datanet_id)
+    console.print_json(json.dumps({"id": datanet_id, "owner": info.owner, "metadata": info.metadata,
+                                   "contributions": [{"id": c.contribution_id, "contributor": c.contributor,
+                                                      "cid": c.cid, "rows": c.row_count, "status": c.status.name}
+                                                     for c in service.contributions(datanet_id)]}))
+
+
+@app.command()
+def contribute(datanet_id: int, file: Path, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME,
+               key_env: KeyEnvOpt = "PROVENANT_KEY", keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
+    """Validate a JSONL file, store it by CID and record the contribution on chain."""
+    from provenant.datanets.service import DatanetService
+
+    session = _session(rpc_url, home)
+    signer = _signer(session, key_env, keystore, dev_account)
+    service = DatanetService(session.client, session.contracts, session.store)  # type: ignore[arg-type]
+    record = service.contribute(signer, datanet_id, file)
+    console.print(f"contribution {record.contribution_id}: {record.cid} ({record.row_count} rows)")
+
+
+@app.command()
+def approve(datanet_id: int, contribution_ids: list[int], rpc_url: RpcOpt = DEFAULT_RPC,
+            home: HomeOpt = DEFAULT_HOME, key_env: KeyEnvOpt = "PROVENANT_KEY", keystore: KeystoreOpt = None,
+            dev_account: DevOpt = None) -> None:
+    """Approve pending contributions of a Datanet (curators only)."""
+    from provenant.datanets.service import DatanetService
+
+    session = _session(rpc_url, home)
+    signer = _signer(session, key_env, keystore, dev_account)
+    DatanetService(session.client, session.contracts, session.store).approve(signer, datanet_id, contribution_ids)  # type: ignore[arg-type]
+    console.print(f"approved {contribution_ids}")
+
+
+@app.command()
+def reject(contribution_id: int, reason: Annotated[str, typer.Option(help="spam|off_topic|duplicate|low_quality")] = "spam",
+           rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME, key_env: KeyEnvOpt = "PROVENANT_KEY",
+           keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
+    """Reject a pending contribution (curators only)."""
+    from provenant.datanets.service import DatanetService, RejectReason
+
+    session = _session(rpc_url, home)
+    signer = _signer(session, key_env, keystore, dev_account)
+    DatanetService(session.client, session.contracts, session.store).reject(  # type: ignore[arg-type]
+        signer, contribution_id, RejectReason[reason.upper()])
+    console.print(f"rejected {contribution_id}")
+
+
+@app.command()
+def train(name: str, datanets: Annotated[str, typer.Option(help="comma-separated Datanet ids")],
+          server: Annotated[str, typer.Option(help="serving key address")],
+          price: Annotated[int, typer.Option(help="price per call, wei")] = 10**18,
+          epochs: int = 3, seed: int = 0, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME,
+          key_env: KeyEnvOpt = "PROVENANT_KEY", keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
+    """Train a LoRA classifier on the approved contributions of Datanets and register it."""
+    from provenant.datanets.service import DatanetService
+    from provenant.factory.builder import ModelFactory, ModelRequest
+    from provenant.factory.train import LoraSettings
+
+    session = _session(rpc_url, home)
+    signer = _signer(session, key_env, keystore, dev_account)
+    contracts, store = session.contracts, session.store
+    factory = ModelFactory(session.client, contracts, store, DatanetService(session.client, contracts, store))  # type: ignore[arg-type]
+    request = ModelRequest(name=name, datanet_ids=tuple(int(d) for d in datanets.split(",")), server=server,
+                           price_per_call=price, settings=LoraSettings(epochs=epochs, seed=seed))
+    model = factory.build(signer, request, progress=lambda p: err.print(p))
+    console.print(f"model {model.model_id}: manifest {model.manifest_cid}, lineage root {model.manifest.lineage_root}")
+
+
+@app.command()
+def serve(port: int = 8000, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME,
+          key_env: KeyEnvOpt = "PROVENANT_KEY", keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
+    """Serve registered models over HTTP with receipts signed by the serving key."""
+    import uvicorn
+
+    from provenant.serving.api import create_app
+    from provenant.serving.calllog import CallLog
+    from provenant.serving.service import ServingService
+
+    session = _session(rpc_url, home)
+    signer = _signer(session, key_env, keystore, dev_account)
+    service = ServingService(session.client, session.contracts, session.store, signer, CallLog(home / "calls"))  # type: ignore[arg-type]
+    uvicorn.run(create_app(service), host="127.0.0.1", port=port)
+
+
+@app.command()
+def settle(model_id: int, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME,
+           key_env: KeyEnvOpt = "PROVENANT_KEY", keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
+    """Compute, sign and post the next epoch of a model (registered attributor key)."""
+    from provenant.serving.calllog import CallLog
+    from provenant.settlement.attributor import Attributor
+
+    session = _session(rpc_url, home)
+    signer = _signer(session, key_env, keystore, dev_account)
+    attributor = Attributor(session.client, session.contracts, session.store, signer, CallLog(home / "calls"))  # type: ignore[arg-type]
+    proposal = attributor.propose(model_id)
+    attributor.post(signer, proposal, {signer.address: attributor.sign(proposal)})
+    console.print(f"model {model_id} epoch {proposal.result.epoch}: root {proposal.result.payout_root}, "
+                  f"results {proposal.results_cid}")
+
+
+@app.command()
+def claim(rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME, key_env: KeyEnvOpt = "PROVENANT_KEY",
+          keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
+    """Claim everything the signer's account may claim, across models and epochs, in one transaction."""
+    from provenant.settlement.claims import claim_all, claimable
+
+    session = _session(rpc_url, home)
+    signer = _signer(session, key_env, keystore, dev_account)
+    items = claimable(session.client, session.contracts, session.store, signer.address)  # type: ignore[arg-type]
+    if not items:
+        console.print("nothing to claim")
+        return
+    claim_all(session.client, session.contracts, signer, items)  # type: ignore[arg-type]
+    console.print(f"claimed {sum(i.amount for i in items)} wei from {len(items)} epoch(s)")
+
+
+@verify_app.command("model")
+def verify_model_cmd(model_id: int, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME) -> None:
+    """Recompute a model's lineage root from the content store and check it against the chain."""
+    from provenant.verify import verify_model
+
+    session = _session(rpc_url, home)
+    verdict = verify_model(session.client, session.contracts, session.store, model_id)  # type: ignore[arg-type]
+    for line in verdict.checks:
+        console.print(f"  ok   {line}")
+    for line in verdict.reasons:
+        console.print(f"  FAIL {line}")
+    console.print(f"{verdict.subject}: {'VERIFIED' if verdict.ok else 'NOT VERIFIED'}")
+    if not verdict.ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point: one-line errors, never a traceback (and never a key), non-zero exit."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the CLI's contract is one readable line
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Loading a registered model for serving or attribution, checked against its on-chain record.
+
+Everything is fetched by CID from the content store (which verifies bytes against CIDs) and
+then compared with the chain: the manifest's lineage root and the adapter's sha2-256 must be
+the ones registered, so a server can never answer under a model id with other weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from provenant.attribution.aggregate import Attribution, ContributionMeta, aggregate
+from provenant.attribution.index import AttributionIndex, attribute
+from provenant.chain.client import ChainClient
+from provenant.chain.deploy import Contracts
+from provenant.factory.lineage import Manifest, sha256_hex
+from provenant.serving.engine import Classifier, Prediction
+from provenant.store.blockstore import ContentStore
+
+
+class ModelIntegrityError(RuntimeError):
+    """A model's stored artefacts disagree with its on-chain record."""
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A model's on-chain record (ModelRegistry.getModel)."""
+
+    model_id: int
+    owner: str
+    server: str
+    parent_id: int
+    price_per_call: int
+    lineage_root: str
+    config_hash: str
+    adapter_hash: str
+    name: str
+    base_model: str
+    adapter_cid: str
+    manifest_cid: str
+
+    @classmethod
+    def fetch(cls, client: ChainClient, contracts: Contracts, model_id: int) -> "ModelRecord":
+        m = client.call(contracts.models.functions.getModel(model_id))
+        return cls(
+            model_id=model_id,
+            owner=m[0],
+            server=m[1],
+            parent_id=int(m[2]),
+            price_per_call=int(m[3]),
+            lineage_root="0x" + bytes(m[4]).hex(),
+            config_hash="0x" + bytes(m[5]).hex(),
+            adapter_hash="0x" + bytes(m[6]).hex(),
+            name=m[8],
+            base_model=m[9],
+            adapter_cid=m[10],
+            manifest_cid=m[11],
+        )
+
+
+@dataclass
+class ServedModel:
+    record: ModelRecord
+    manifest: Manifest
+    classifier: Classifier
+    index: AttributionIndex
+    meta: dict[int, ContributionMeta]
+
+    @property
+    def model_id(self) -> int:
+        return self.record.model_id
+
+    def answer(self, text: str) -> tuple[Prediction, Attribution]:
+        """Predict, then attribute this answer to the training data."""
+        prediction = self.classifier.predict([text])[0]
+        return prediction, self.attribute(text, prediction.label)
+
+    def attribute(self, text: str, label: str) -> Attribution:
+        scores = attribute(self.classifier, self.index, text, label)
+        return aggregate(scores, self.index.contribution_ids, self.meta)
+
+
+def load_served_model(client: ChainClient, contracts: Contracts, store: ContentStore, model_id: int) -> ServedModel:
+    record = ModelRecord.fetch(client, contracts, model_id)
+    manifest = Manifest.from_bytes(store.get(record.manifest_cid))
+    if manifest.lineage_root != record.lineage_root:
+        raise ModelIntegrityError(f"model {model_id}: manifest lineage root differs from the registered one")
+    if manifest.config_hash != record.config_hash:
+        raise ModelIntegrityError(f"model {model_id}: manifest config hash differs from the registered one")
+    adapter = store.get(record.adapter_cid)
+    if sha256_hex(adapter) != record.adapter_hash:
+        raise ModelIntegrityError(f"model {model_id}: adapter bytes do not match the registered adapter hash")
+    classifier = Classifier.load(adapter, manifest.adapter_config)
+    index = AttributionIndex.from_bytes(store.get(manifest.index_cid))
+    meta = {
+        e.contribution_id: ContributionMeta(contributor=e.contributor, datanet_id=e.datanet_id)
+        for e in manifest.contributions
+    }
+    return ServedModel(record=record, manifest=manifest, classifier=classifier, index=index, meta=meta)

@@ -1,0 +1,46 @@
+"""Claiming: find what an account may claim across models and epochs, and claim it at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eth_account.signers.local import LocalAccount
+
+from provenant.chain.client import ChainClient, TxResult
+from provenant.chain.deploy import Contracts
+from provenant.merkle import StandardMerkleTree
+from provenant.settlement.attributor import settled_results
+from provenant.store.blockstore import ContentStore
+
+
+@dataclass(frozen=True)
+class ClaimItem:
+    model_id: int
+    epoch: int
+    account: str
+    amount: int
+    proof: tuple[str, ...]
+
+    def as_tuple(self) -> tuple:
+        return (self.model_id, self.epoch, self.account, self.amount, [bytes.fromhex(p[2:]) for p in self.proof])
+
+
+def claimable(client: ChainClient, contracts: Contracts, store: ContentStore, account: str) -> list[ClaimItem]:
+    """Every unclaimed allocation of `account`, with its Merkle proof from the public results."""
+    items = []
+    for result in settled_results(client, contracts, store):
+        amount = int(result["allocations"].get(account, 0))
+        if amount == 0:
+            continue
+        model_id, epoch = int(result["model_id"]), int(result["epoch"])
+        if client.call(contracts.settlement.functions.claimed(model_id, epoch, account)):
+            continue
+        tree = StandardMerkleTree.load(result["tree"])
+        proof = tree.get_proof([account, amount])
+        items.append(ClaimItem(model_id=model_id, epoch=epoch, account=account, amount=amount, proof=tuple(proof)))
+    return items
+
+
+def claim_all(client: ChainClient, contracts: Contracts, claimant: LocalAccount, items: list[ClaimItem]) -> TxResult:
+    """Claim many allocations of the claimant in one transaction."""
+    return client.transact(claimant, contracts.settlement.functions.claimMany([i.as_tuple() for i in items]))
