@@ -78,12 +78,15 @@ def _signer(session: Session, key_env: str, keystore: Path | None, dev_account: 
 @app.command()
 def demo(calls: Annotated[int, typer.Option(help="paid inference calls to serve")] = 24,
          epochs: Annotated[int, typer.Option(help="training epochs")] = 3,
-         workdir: Annotated[Optional[Path], typer.Option(help="keep the run's files here")] = None) -> None:
+         workdir: Annotated[Optional[Path], typer.Option(help="keep the run's files here")] = None,
+         rpc_url: Annotated[Optional[str], typer.Option("--rpc-url", help="use this devnet (e.g. `npx hardhat "
+                                                       "node`) instead of starting anvil")] = None) -> None:
     """Run the whole provenance thread on a fresh local anvil and print the final table."""
     from provenant.demo.thread import DemoSettings, run_demo
     from provenant.factory.train import LoraSettings
 
-    result = run_demo(DemoSettings(calls=calls, lora=LoraSettings(epochs=epochs)), workdir=workdir, console=console)
+    result = run_demo(DemoSettings(calls=calls, lora=LoraSettings(epochs=epochs)), rpc_url=rpc_url, workdir=workdir,
+                      console=console)
     if not result.ledger.balanced:
         raise RuntimeError("the totals do not add up: paid in != paid out + left in escrow")
 

@@ -84,6 +84,7 @@ def load_base_model(name: str | None = None) -> BaseModel:
             raise BaseModelError(f"base model {path!r} has no hidden_size in its config")
         if tokenizer.pad_token is None:  # causal LMs: pad with EOS (the mask hides it anyway)
             tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "right"  # positions count from the first real token everywhere
         base = BaseModel(name=name or DEFAULT_BASE_MODEL, path=path, encoder=encoder, tokenizer=tokenizer,
                          hidden_size=hidden)
         _CACHE[path] = base

@@ -4,11 +4,14 @@ Read top to bottom: validate -> labels -> build model -> epochs of shuffled mini
 -> evaluate -> serialise the trainable tensors. Same examples + settings + base model + torch thread
 count give bit-identical `adapter_bytes` on one machine. All randomness comes from `settings.seed`:
 an explicit generator for the initial weights and the batch order, and a forked (then restored)
-global RNG for the dropout inside the base model, so callers' RNG state is untouched.
+global RNG for the dropout inside the base model, so callers' RNG state is untouched. Because that
+dropout RNG is process-global, trainings in one process take turns (`_TRAINING_LOCK`); on a
+2-core machine running them side by side would gain nothing anyway.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,6 +21,9 @@ import torch
 from provenant.factory.base_models import DEFAULT_BASE_MODEL, load_base_model
 from provenant.factory.model import (ADAPTER_FORMAT, LoraClassifier, adapter_to_bytes, build_lora_classifier,
                                      encode, example_loss, trainable_parameters)
+
+
+_TRAINING_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,7 @@ def fit_classifier(examples: Sequence[Example], settings: LoraSettings, base_mod
     n, bs = len(examples), settings.batch_size
     epoch_losses: list[float] = []
     started = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: seed it, then restore
+    with _TRAINING_LOCK, torch.random.fork_rng(devices=[]):  # dropout uses the global RNG: seed, then restore
         torch.manual_seed(settings.seed)
         model.train()
         for epoch in range(settings.epochs):

@@ -3,13 +3,16 @@
 `Classifier.load(adapter_bytes, config)` builds one classifier: the base encoder is loaded once per
 process (cached by resolved path in `provenant.factory.base_models`) and every classifier's module
 tree points at those same weight tensors; only its LoRA matrices and head are its own (~0.3 MB for
-MiniLM, r=8, query/value). Inference runs under `torch.inference_mode`, so many classifiers (and
-threads) can share a base without touching each other's state.
+MiniLM, r=8, query/value). Inference runs under `torch.inference_mode`, so many classifiers can
+share a base without touching each other's state. Each classifier has a lock that its predictions
+and attribution's per-example gradients (which swap its trainable tensors through
+torch.func.functional_call) take, so threads may share one classifier safely.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,6 +45,7 @@ class Classifier:
         if model.head.out_features != len(self.labels):
             raise ValueError(f"head has {model.head.out_features} outputs but {len(self.labels)} labels")
         self.label_to_id = {label: i for i, label in enumerate(self.labels)}
+        self.lock = threading.RLock()
         # Identifies the exact trainable tensors; attribution indexes are bound to it.
         self.adapter_sha256 = hashlib.sha256(adapter_to_bytes(model)).hexdigest()
 
@@ -67,7 +71,7 @@ class Classifier:
         if isinstance(texts, str):
             raise TypeError("predict takes a sequence of texts, not one string")
         out = []
-        with torch.inference_mode():
+        with self.lock, torch.inference_mode():
             for start in range(0, len(texts), PREDICT_BATCH_SIZE):
                 chunk = [str(t) for t in texts[start:start + PREDICT_BATCH_SIZE]]
                 out.append(self.model(*encode(self.base.tokenizer, chunk, self.max_length)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from provenant.attribution.aggregate import Attribution, ContributionMeta, aggregate
+from provenant.attribution.gradients import set_projection_cache
 from provenant.attribution.index import AttributionIndex, attribute
 from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts
@@ -80,7 +81,14 @@ class ServedModel:
         return aggregate(scores, self.index.contribution_ids, self.meta)
 
 
+# Attributing every call regenerates the random projection unless its blocks are cached;
+# ~300 MB covers every adapter that shares one layout (base, rank, targets, seed, dim).
+PROJECTION_CACHE_BYTES = 320 * 1024 * 1024
+
+
 def load_served_model(client: ChainClient, contracts: Contracts, store: ContentStore, model_id: int) -> ServedModel:
+    """Fetch, check against the chain, and load a model with its attribution index."""
+    set_projection_cache(PROJECTION_CACHE_BYTES)
     record = ModelRecord.fetch(client, contracts, model_id)
     manifest = Manifest.from_bytes(store.get(record.manifest_cid))
     if manifest.lineage_root != record.lineage_root:

@@ -1,0 +1,161 @@
+"""Proof of Attribution: projected per-example gradients (TracIn / grad-dot at the final adapter)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from provenant.attribution.gradients import (Projector, per_example_gradients, per_example_gradients_loop,
+                                             precondition, set_projection_cache)
+from provenant.attribution.index import AttributionIndex, IndexSettings, attribute, attribute_many, build_index
+from provenant.factory.synthetic import synthetic_examples
+from provenant.factory.train import LoraSettings, train_classifier
+from provenant.serving.engine import Classifier
+
+ROWS = synthetic_examples(90, seed=21)
+# Plant one mislabelled row: a plainly financial sentence filed under "weather".
+MISLABELLED = 45
+ROWS[MISLABELLED] = replace(ROWS[MISLABELLED], text="the central bank raised interest rates by a quarter point",
+                            label="weather")
+SETTINGS = IndexSettings(projection_dim=256, seed=5)
+QUERIES = {"sports": "the goalkeeper saved a penalty this week", "weather": "heavy rain flooded low-lying streets",
+           "finance": "investors sold government bonds on monday"}
+
+
+@pytest.fixture(scope="module")
+def classifier() -> Classifier:
+    adapter = train_classifier(ROWS, LoraSettings(epochs=2, max_length=32, seed=3))
+    return Classifier.load(adapter.adapter_bytes, adapter.config)
+
+
+@pytest.fixture(scope="module")
+def index(classifier: Classifier) -> AttributionIndex:
+    return build_index(classifier, ROWS, SETTINGS)
+
+
+@pytest.mark.slow
+def test_index_bytes_and_scores_are_bit_identical_when_recomputed(classifier, index) -> None:
+    again = build_index(classifier, ROWS, SETTINGS)
+    assert again.to_bytes() == index.to_bytes()
+    query = QUERIES["sports"]
+    first = attribute(classifier, index, query)
+    assert first.dtype == np.float64 and first.shape == (len(ROWS),)
+    assert np.array_equal(first, attribute(classifier, again, query))
+    assert np.array_equal(first, attribute(classifier, index, query, label="sports"))  # predicted label = sports
+
+
+@pytest.mark.slow
+def test_the_projection_cache_changes_speed_not_scores(classifier, index) -> None:
+    uncached = attribute(classifier, index, QUERIES["weather"])
+    set_projection_cache(200 * 2**20)
+    try:
+        cold = attribute(classifier, index, QUERIES["weather"])
+        warm = attribute(classifier, index, QUERIES["weather"])
+    finally:
+        set_projection_cache(0)
+    assert np.array_equal(uncached, cold) and np.array_equal(uncached, warm)
+
+
+@pytest.mark.slow
+def test_index_round_trips_through_bytes(classifier, index) -> None:
+    data = index.to_bytes()
+    loaded = AttributionIndex.from_bytes(data)
+    assert loaded.to_bytes() == data
+    assert np.array_equal(loaded.contribution_ids, [ex.contribution_id for ex in ROWS])
+    assert np.array_equal(loaded.row_indices, [ex.row_index for ex in ROWS])
+    assert np.array_equal(attribute(classifier, loaded, QUERIES["finance"]), attribute(classifier, index, QUERIES["finance"]))
+    assert len(data) / len(ROWS) < SETTINGS.projection_dim * 4 + 64
+    assert IndexSettings().projection_dim * 4 + 3 * 8 <= 16 * 1024  # default: 4,120 bytes per example
+    with pytest.raises(ValueError):
+        AttributionIndex.from_bytes(b"junk")
+
+
+@pytest.mark.slow
+def test_examples_with_the_predicted_label_score_higher(classifier, index) -> None:
+    for label, text in QUERIES.items():
+        assert classifier.predict([text])[0].label == label
+        scores = attribute(classifier, index, text)
+        same = index.label_ids == classifier.label_to_id[label]
+        assert scores[same].mean() > 0 > scores[~same].mean(), label
+        assert scores[same].mean() > scores[~same].mean()
+
+
+@pytest.mark.slow
+def test_the_mislabelled_row_opposes_its_own_text(classifier, index) -> None:
+    text = ROWS[MISLABELLED].text
+    assert classifier.predict([text])[0].label == "finance"  # one wrong row does not flip the answer
+    scores = attribute(classifier, index, text)
+    assert scores[MISLABELLED] < 0
+    assert scores[MISLABELLED] == scores.min()  # it is the row pulling hardest the other way
+
+
+@pytest.mark.slow
+def test_vmapped_gradients_match_the_one_at_a_time_loop(classifier) -> None:
+    rows = ROWS[:20]
+    texts, ids = [ex.text for ex in rows], [classifier.label_to_id[ex.label] for ex in rows]
+    batched = per_example_gradients(classifier, texts, ids)
+    looped = per_example_gradients_loop(classifier, texts, ids)
+    assert batched.shape == looped.shape == (20, sum(p.numel() for p in classifier.model.parameters() if p.requires_grad))
+    torch.testing.assert_close(batched, looped, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_batched_queries_agree_with_single_ones(classifier, index) -> None:
+    texts = list(QUERIES.values())
+    many = attribute_many(classifier, index, texts, ["sports", "sports", "finance"])
+    for row, (text, label) in enumerate(zip(texts, ["sports", "sports", "finance"])):
+        np.testing.assert_allclose(many[row], attribute(classifier, index, text, label), rtol=1e-4,
+                                   atol=1e-6 * np.abs(many[row]).max())
+
+
+@pytest.mark.slow
+def test_an_index_only_answers_for_its_own_adapter(classifier, index) -> None:
+    other = train_classifier(ROWS[:30], LoraSettings(epochs=1, max_length=32, seed=4))
+    stranger = Classifier.load(other.adapter_bytes, other.config)
+    with pytest.raises(ValueError, match="different adapter"):
+        attribute(stranger, index, QUERIES["sports"])
+    with pytest.raises(ValueError, match="unknown label"):
+        attribute(classifier, index, QUERIES["sports"], label="cooking")
+
+
+def test_projection_preserves_inner_products_and_is_seeded() -> None:
+    layout = (("a", 3000), ("b", 9000))  # "b" spans two generation chunks
+    projector = Projector(layout=layout, dim=1024, seed=0)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 12000, generator=g)
+    x[1] = 0.6 * x[0] + 0.8 * x[1]  # correlation 0.6
+    px = projector.project(x)
+    assert px.dtype == torch.float32 and px.shape == (2, 1024)
+    exact = (x[0] @ x[1]).item()
+    assert abs((px[0] @ px[1]).item() - exact) < 0.15 * x[0].norm().item() * x[1].norm().item()
+    assert abs(px[0].norm().item() / x[0].norm().item() - 1) < 0.1
+    assert torch.equal(projector.project(x), px)
+    assert not torch.equal(Projector(layout=layout, dim=1024, seed=1).project(x), px)
+    assert torch.equal(precondition(px), px)  # the curvature seam is the identity for now
+
+
+@pytest.mark.slow  # ~10 s: the child process imports torch, transformers and peft
+def test_index_bytes_are_identical_in_a_fresh_process(tmp_path: Path) -> None:
+    """safetensors keeps metadata in a Rust HashMap (per-process order); the index must not depend on it."""
+    script = (
+        "import numpy as np, sys\n"
+        "from provenant.attribution.index import AttributionIndex, IndexSettings\n"
+        "g = np.arange(12, dtype=np.float32).reshape(3, 4)\n"
+        "i = AttributionIndex(g, np.arange(3), np.arange(3) * 2, np.zeros(3, dtype=np.int64), IndexSettings(4, 9), 'ab', 'cd')\n"
+        "sys.stdout.buffer.write(i.to_bytes())\n"
+    )
+    backend = str(Path(__file__).resolve().parent.parent / "backend")
+    env = {**os.environ, "PYTHONPATH": backend + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    there = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, env=env).stdout
+    here = AttributionIndex(np.arange(12, dtype=np.float32).reshape(3, 4), np.arange(3), np.arange(3) * 2,
+                            np.zeros(3, dtype=np.int64), IndexSettings(4, 9), "ab", "cd").to_bytes()
+    assert there == here
+    loaded = AttributionIndex.from_bytes(here)
+    assert loaded.settings == IndexSettings(4, 9) and loaded.adapter_sha256 == "ab"
