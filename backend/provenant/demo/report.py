@@ -45,13 +45,17 @@ def render(ledger: Ledger, console: Console) -> None:
     table.add_column("attribution share", justify="right")
     table.add_column("tokens claimed (PVN)", justify="right")
     for datanet_id, name in sorted(ledger.datanet_names.items()):
-        curator = ledger.curator_claims.get(datanet_id, 0)
         table.add_row(f"[bold]Datanet {datanet_id}: {name}[/bold]", f"{ledger.datanet_share.get(datanet_id, 0.0):.2%}",
-                      f"curators {tokens(curator)}")
+                      "")
+        table.add_row("  its curator", "", tokens(ledger.curator_claims.get(datanet_id, 0)))
         for address, contributor in sorted(ledger.contributor_names.items(), key=lambda kv: kv[1]):
             if datanet_id in ledger.datanet_of_contributor.get(address, set()):
                 table.add_row(f"  {contributor} ({address[:10]}…)", f"{ledger.contributor_share.get(address, 0.0):.2%}",
                               tokens(ledger.claimed.get(address, 0)))
+    # Calls whose every contribution had a net negative influence credit nobody: their share of
+    # the contributors' and curators' budgets is carried to the next epoch as dust.
+    unattributed = max(0.0, 1.0 - sum(ledger.datanet_share.values()))
+    table.add_row("[italic]no positive influence found (carried)[/italic]", f"{unattributed:.2%}", "")
     console.print(table)
     totals = Table(title="Totals (wei-exact)")
     totals.add_column("what")

@@ -64,7 +64,9 @@ def load_base_model(name: str | None = None) -> BaseModel:
         if cached is not None:
             return cached
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a progress bar per load would clutter every CLI command
         try:
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
             # Eager attention: the same kernel for training, serving and attribution; under
