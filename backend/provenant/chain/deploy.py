@@ -16,6 +16,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.contract import Contract
 
+from provenant.chain.bindings import check_bindings
 from provenant.chain.client import ChainClient, ChainError
 from provenant.chain.compile import Artifact, compile_contracts
 
@@ -72,6 +73,7 @@ class Contracts:
     @classmethod
     def attach(cls, client: ChainClient, manifest: DeploymentManifest) -> "Contracts":
         artifacts = compile_contracts()
+        check_bindings(artifacts)
         client.register_abis({n: a.abi for n, a in artifacts.items()}, manifest.addresses)
 
         def at(name: str) -> Contract:

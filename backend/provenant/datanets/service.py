@@ -15,6 +15,7 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
+from provenant.chain.bindings import ContributionView, DatanetView, decode
 from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts
 from provenant.chain.events import first_event
@@ -113,10 +114,10 @@ class DatanetService:
         return int(first_event(self.contracts.datanets, "DatanetCreated", result.logs)["datanetId"])
 
     def get(self, datanet_id: int) -> DatanetInfo:
-        record = self.client.call(self.contracts.datanets.functions.getDatanet(datanet_id))
-        metadata = json.loads(self.store.get(record[7]))
-        return DatanetInfo(datanet_id=datanet_id, owner=record[0], metadata_cid=record[7], metadata=metadata,
-                           stake=int(record[2]))
+        view = decode(DatanetView, self.client.call(self.contracts.datanets.functions.getDatanet(datanet_id)))
+        metadata = json.loads(self.store.get(view.metadata_cid))
+        return DatanetInfo(datanet_id=datanet_id, owner=view.owner, metadata_cid=view.metadata_cid,
+                           metadata=metadata, stake=view.stake)
 
     def count(self) -> int:
         return int(self.client.call(self.contracts.datanets.functions.datanetCount()))
@@ -149,16 +150,17 @@ class DatanetService:
         self.client.transact(curator, self.contracts.datanets.functions.reject(contribution_id, int(reason)))
 
     def contribution(self, contribution_id: int) -> ContributionRecord:
-        c = self.client.call(self.contracts.datanets.functions.getContribution(contribution_id))
+        c = decode(ContributionView,
+                   self.client.call(self.contracts.datanets.functions.getContribution(contribution_id)))
         return ContributionRecord(
             contribution_id=contribution_id,
-            datanet_id=int(c[0]),
-            contributor=c[1],
-            content_hash="0x" + bytes(c[2]).hex(),
-            size=int(c[3]),
-            row_count=int(c[4]),
-            status=Status(int(c[5])),
-            cid=c[7],
+            datanet_id=c.datanet_id,
+            contributor=c.contributor,
+            content_hash=c.content_hash,
+            size=c.size,
+            row_count=c.row_count,
+            status=Status(c.status),
+            cid=c.cid,
         )
 
     def contributions(self, datanet_id: int | None = None) -> list[ContributionRecord]:

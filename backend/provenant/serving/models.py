@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from provenant.attribution.aggregate import Attribution, ContributionMeta, aggregate
 from provenant.attribution.gradients import set_projection_cache
 from provenant.attribution.index import AttributionIndex, attribute
+from provenant.chain.bindings import ModelView, decode
 from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts
 from provenant.factory.lineage import Manifest, sha256_hex
@@ -42,20 +43,20 @@ class ModelRecord:
 
     @classmethod
     def fetch(cls, client: ChainClient, contracts: Contracts, model_id: int) -> "ModelRecord":
-        m = client.call(contracts.models.functions.getModel(model_id))
+        m = decode(ModelView, client.call(contracts.models.functions.getModel(model_id)))
         return cls(
             model_id=model_id,
-            owner=m[0],
-            server=m[1],
-            parent_id=int(m[2]),
-            price_per_call=int(m[3]),
-            lineage_root="0x" + bytes(m[4]).hex(),
-            config_hash="0x" + bytes(m[5]).hex(),
-            adapter_hash="0x" + bytes(m[6]).hex(),
-            name=m[8],
-            base_model=m[9],
-            adapter_cid=m[10],
-            manifest_cid=m[11],
+            owner=m.owner,
+            server=m.server,
+            parent_id=m.parent_id,
+            price_per_call=m.price_per_call,
+            lineage_root=m.lineage_root,
+            config_hash=m.config_hash,
+            adapter_hash=m.adapter_hash,
+            name=m.name,
+            base_model=m.base_model,
+            adapter_cid=m.adapter_cid,
+            manifest_cid=m.manifest_cid,
         )
 
 
