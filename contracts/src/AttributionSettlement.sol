@@ -113,6 +113,8 @@ contract AttributionSettlement is AccessControlEnumerable, Pausable, EIP712 {
     error SignersNotAscending(uint256 index);
     error NotAttributor(address signer);
     error FeeMismatch(uint256 signed, uint256 available);
+    error EmptyRoot();
+    error ReleaseMismatch(uint256 expected, uint256 released);
     error SplitMismatch(string role, uint256 signed, uint256 expected);
     error UnknownEpoch(uint256 modelId, uint64 epoch);
     error AlreadyClaimed(uint256 modelId, uint64 epoch, address account);
@@ -151,9 +153,10 @@ contract AttributionSettlement is AccessControlEnumerable, Pausable, EIP712 {
     }
 
     /// @notice Set how many distinct registered attributors must sign a settlement.
-    /// @param quorum_ M of M-of-N; at least 1
+    /// @param quorum_ M of M-of-N; at least 1 and at most the number of registered attributors
     function setQuorum(uint8 quorum_) external onlyRole(DEFAULT_ADMIN_ROLE) {
-        if (quorum_ == 0) revert BadQuorum(quorum_);
+        // A quorum above the registered attributors would block every settlement.
+        if (quorum_ == 0 || quorum_ > getRoleMemberCount(ATTRIBUTOR_ROLE)) revert BadQuorum(quorum_);
         quorum = quorum_;
         emit QuorumSet(quorum_);
     }
@@ -197,19 +200,23 @@ contract AttributionSettlement is AccessControlEnumerable, Pausable, EIP712 {
         uint64 expected = lastEpoch[a.modelId] + 1;
         if (a.epoch != expected) revert EpochOutOfOrder(a.epoch, expected);
         _checkSignatures(attestationDigest(a), signatures);
+        uint256 cap = a.curatorsTotal + a.contributorsTotal;
+        if (a.payoutRoot == bytes32(0) && cap != 0) revert EmptyRoot();
 
-        uint256 available = escrow.release(a.modelId, a.uptoSeq) + carriedDust[a.modelId];
-        uint256 dust = _checkSplitAmounts(a, available);
-
+        // Checks-effects-interactions: read what the escrow will release, record the epoch,
+        // then pull the fees and pay out.
+        uint256 released = escrow.releasable(a.modelId, a.uptoSeq);
+        uint256 dust = _checkSplitAmounts(a, released + carriedDust[a.modelId]);
         lastEpoch[a.modelId] = a.epoch;
         carriedDust[a.modelId] = dust;
-        uint256 cap = a.curatorsTotal + a.contributorsTotal;
         epochs[a.modelId][a.epoch] = Epoch({payoutRoot: a.payoutRoot, claimCap: cap, claimed: 0});
         emit EpochSettled(a.modelId, a.epoch, a.uptoSeq, a.payoutRoot, cap, a.resultsCid);
         emit EpochSplit(
             a.modelId, a.epoch, a.feeTotal, a.protocolAmount, a.ownerAmount, a.curatorsTotal, a.contributorsTotal, dust
         );
 
+        uint256 pulled = escrow.release(a.modelId, a.uptoSeq);
+        if (pulled != released) revert ReleaseMismatch(released, pulled);
         (address owner,) = models.ownerAndServerOf(a.modelId);
         if (a.protocolAmount > 0) token.safeTransfer(protocolTreasury, a.protocolAmount);
         if (a.ownerAmount > 0) token.safeTransfer(owner, a.ownerAmount);

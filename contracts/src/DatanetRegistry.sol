@@ -99,6 +99,7 @@ contract DatanetRegistry is AccessControl, Pausable {
     error EmptyContribution();
     error EmptyCid();
     error ZeroAddress();
+    error EmptyBatch();
 
     /// @param token_ the ERC-20 in which contribution stakes are paid
     /// @param admin receives DEFAULT_ADMIN_ROLE and PAUSER_ROLE
@@ -164,6 +165,7 @@ contract DatanetRegistry is AccessControl, Pausable {
     /// @param allowed true to allow
     function setContributorAllowed(uint256 datanetId, address account, bool allowed) external whenNotPaused {
         _requireOwner(datanetId);
+        if (account == address(0)) revert ZeroAddress();
         isAllowedContributor[datanetId][account] = allowed;
         emit ContributorAllowed(datanetId, account, allowed);
     }
@@ -211,6 +213,7 @@ contract DatanetRegistry is AccessControl, Pausable {
     function approve(uint256 datanetId, uint256[] calldata contributionIds) external whenNotPaused {
         Datanet storage d = _datanet(datanetId);
         if (!isCurator[datanetId][msg.sender]) revert NotCurator(datanetId, msg.sender);
+        if (contributionIds.length == 0) revert EmptyBatch();
         for (uint256 i = 0; i < contributionIds.length; i++) {
             uint256 id = contributionIds[i];
             Contribution storage c = _pendingOf(id, datanetId);

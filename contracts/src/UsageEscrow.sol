@@ -188,12 +188,20 @@ contract UsageEscrow is AccessControl, Pausable, EIP712 {
     function release(uint256 modelId, uint64 uptoSeq) external whenNotPaused returns (uint256 amount) {
         if (msg.sender != settlement) revert NotSettlement(msg.sender);
         uint64 fromSeq = settledSeq[modelId];
-        if (uptoSeq <= fromSeq || uptoSeq > chargeSeq[modelId]) revert BadSeq(uptoSeq, fromSeq, chargeSeq[modelId]);
-        amount = cumulativeFeesAt[modelId][uptoSeq] - cumulativeFeesAt[modelId][fromSeq];
+        amount = releasable(modelId, uptoSeq);
         settledSeq[modelId] = uptoSeq;
         unsettledFees[modelId] -= amount;
         emit FeesReleased(modelId, fromSeq, uptoSeq, amount);
         token.safeTransfer(msg.sender, amount);
+    }
+
+    /// @notice The fees `release(modelId, uptoSeq)` would transfer now; reverts as it would.
+    /// @param modelId the model
+    /// @param uptoSeq the last charge sequence number included
+    function releasable(uint256 modelId, uint64 uptoSeq) public view returns (uint256) {
+        uint64 fromSeq = settledSeq[modelId];
+        if (uptoSeq <= fromSeq || uptoSeq > chargeSeq[modelId]) revert BadSeq(uptoSeq, fromSeq, chargeSeq[modelId]);
+        return cumulativeFeesAt[modelId][uptoSeq] - cumulativeFeesAt[modelId][fromSeq];
     }
 
     /// @notice Pause every token movement of the escrow.

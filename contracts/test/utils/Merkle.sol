@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+/// @notice OpenZeppelin StandardMerkleTree for (address account, uint256 amount) values, built in
+/// Solidity exactly as the JavaScript library (npm openzeppelin merkle-tree) builds it: leaves double-hashed from the
+/// ABI-encoded values and sorted, laid out in a flat array (leaves at the end, in reverse),
+/// pairs hashed sorted. Roots and proofs agree byte for byte with the JavaScript library.
+library Merkle {
+    /// @notice The StandardMerkleTree leaf of (account, amount).
+    function leaf(address account, uint256 amount) internal pure returns (bytes32) {
+        return keccak256(bytes.concat(keccak256(abi.encode(account, amount))));
+    }
+
+    /// @notice The commutative pair hash used by OpenZeppelin's MerkleProof.
+    function hashPair(bytes32 a, bytes32 b) internal pure returns (bytes32) {
+        return a < b ? keccak256(abi.encode(a, b)) : keccak256(abi.encode(b, a));
+    }
+
+    /// @notice The flat tree array (index 0 is the root) of the given values.
+    function build(address[] memory accounts, uint256[] memory amounts) internal pure returns (bytes32[] memory tree) {
+        uint256 n = accounts.length;
+        require(n > 0 && n == amounts.length, "Merkle: bad values");
+        bytes32[] memory leaves = new bytes32[](n);
+        for (uint256 i = 0; i < n; i++) {
+            leaves[i] = leaf(accounts[i], amounts[i]);
+        }
+        _sort(leaves);
+        tree = new bytes32[](2 * n - 1);
+        for (uint256 i = 0; i < n; i++) {
+            tree[tree.length - 1 - i] = leaves[i];
+        }
+        for (uint256 i = tree.length - n; i > 0; i--) {
+            tree[i - 1] = hashPair(tree[2 * (i - 1) + 1], tree[2 * (i - 1) + 2]);
+        }
+    }
+
+    /// @notice The root of the given values.
+    function root(address[] memory accounts, uint256[] memory amounts) internal pure returns (bytes32) {
+        return build(accounts, amounts)[0];
+    }
+
+    /// @notice The proof of (account, amount) in a tree built by `build`.
+    function proof(bytes32[] memory tree, address account, uint256 amount) internal pure returns (bytes32[] memory) {
+        bytes32 target = leaf(account, amount);
+        uint256 index = type(uint256).max;
+        uint256 n = (tree.length + 1) / 2;
+        for (uint256 i = tree.length - n; i < tree.length; i++) {
+            if (tree[i] == target) {
+                index = i;
+                break;
+            }
+        }
+        require(index != type(uint256).max, "Merkle: leaf not in tree");
+        uint256 depth = 0;
+        for (uint256 i = index; i > 0; i = (i - 1) / 2) {
+            depth++;
+        }
+        bytes32[] memory path = new bytes32[](depth);
+        uint256 k = 0;
+        for (uint256 i = index; i > 0; i = (i - 1) / 2) {
+            path[k++] = tree[i % 2 == 1 ? i + 1 : i - 1];
+        }
+        return path;
+    }
+
+    /// @notice Fold a proof from a leaf (what MerkleProof.verify computes).
+    function processProof(bytes32[] memory path, bytes32 node) internal pure returns (bytes32) {
+        for (uint256 i = 0; i < path.length; i++) {
+            node = hashPair(node, path[i]);
+        }
+        return node;
+    }
+
+    function _sort(bytes32[] memory a) private pure {
+        for (uint256 i = 1; i < a.length; i++) {
+            bytes32 key = a[i];
+            uint256 j = i;
+            while (j > 0 && a[j - 1] > key) {
+                a[j] = a[j - 1];
+                j--;
+            }
+            a[j] = key;
+        }
+    }
+}
