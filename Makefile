@@ -34,6 +34,7 @@ test-contracts: setup
 	node_modules/.bin/forge test
 
 test-python: setup
+	bash scripts/ensure-postgres.sh
 	$(PY) -m pytest
 
 clean:

@@ -1,0 +1,216 @@
+"""topic0 -> event table built from the contracts' ABIs, and a fast log decoder.
+
+web3.py spends ~80% of an indexer's time formatting each log (see TOOLCHAIN.md); here a log is
+decoded straight from the JSON-RPC hex strings: every ABI word is 64 hex characters, so static
+values are one slice and one `int(..., 16)` each. Dynamic values the project's events use
+(string, bytes, T[] of static T) are followed through their offsets; anything else (tuples,
+nested arrays) falls back to eth_abi. tests/test_indexer_decode.py checks the fast path against
+eth_abi on every event the project emits.
+
+Decoded values are JSON-ready: integers as Python ints (exact in JSON), addresses lowercase
+0x-hex, bytes as 0x-hex, bools as bools.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import eth_abi
+from eth_utils import keccak
+
+Decoder = Callable[[str, int], Any]  # (hex data without 0x, word offset in hex chars) -> value
+
+
+class UnknownEvent(LookupError):
+    """A log from an indexed contract whose topic0 matches no event in its ABI."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    abi_type: str
+    indexed: bool
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    contract: str
+    name: str
+    signature: str
+    topic0: str  # 0x-hex, lowercase
+    params: tuple[Param, ...]
+
+
+def _canonical_type(item: Mapping[str, Any]) -> str:
+    abi_type = str(item["type"])
+    if abi_type.startswith("tuple"):
+        inner = ",".join(_canonical_type(c) for c in item["components"])
+        return f"({inner}){abi_type[5:]}"
+    return abi_type
+
+
+def event_specs(contract: str, abi: Sequence[Mapping[str, Any]]) -> list[EventSpec]:
+    specs = []
+    for item in abi:
+        if item.get("type") != "event" or item.get("anonymous"):
+            continue
+        params = tuple(Param(str(i["name"]), _canonical_type(i), bool(i["indexed"])) for i in item["inputs"])
+        signature = f"{item['name']}({','.join(p.abi_type for p in params)})"
+        topic0 = "0x" + keccak(text=signature).hex()
+        specs.append(EventSpec(contract, str(item["name"]), signature, topic0, params))
+    return specs
+
+
+# -- word decoders (hex text) ----------------------------------------------------------------
+def _word(h: str, at: int) -> str:
+    return h[at : at + 64]
+
+
+def _static_decoder(abi_type: str) -> Callable[[str], Any] | None:
+    """A decoder of one 64-hex-char word, or None when the type is not a single static word."""
+    if "[" in abi_type or "(" in abi_type:
+        return None
+    if abi_type.startswith("uint"):
+        return lambda w: int(w, 16)
+    if abi_type.startswith("int"):
+        bits = int(abi_type[3:] or 256)
+
+        def signed(w: str) -> int:
+            v = int(w, 16)
+            v &= (1 << bits) - 1
+            return v - (1 << bits) if v >> (bits - 1) else v
+
+        return signed
+    if abi_type == "address":
+        return lambda w: "0x" + w[24:]
+    if abi_type == "bool":
+        return lambda w: int(w, 16) != 0
+    if abi_type.startswith("bytes") and abi_type != "bytes":
+        size = int(abi_type[5:])
+        return lambda w: "0x" + w[: 2 * size]
+    return None
+
+
+def _dynamic_decoder(abi_type: str) -> Decoder | None:
+    """A decoder for a head slot holding an offset to dynamic data, or None if unsupported."""
+    if abi_type in ("string", "bytes"):
+        as_text = abi_type == "string"
+
+        def blob(h: str, at: int) -> Any:
+            start = int(_word(h, at), 16) * 2
+            length = int(_word(h, start), 16) * 2
+            raw = h[start + 64 : start + 64 + length]
+            return bytes.fromhex(raw).decode("utf-8", errors="replace") if as_text else "0x" + raw
+
+        return blob
+    if abi_type.endswith("[]") and "(" not in abi_type and abi_type.count("[") == 1:
+        element = _static_decoder(abi_type[:-2])
+        if element is None:
+            return None
+
+        def array(h: str, at: int) -> list[Any]:
+            start = int(_word(h, at), 16) * 2
+            count = int(_word(h, start), 16)
+            base = start + 64
+            return [element(h[base + 64 * i : base + 64 * (i + 1)]) for i in range(count)]
+
+        return array
+    return None
+
+
+def _json_ready(value: Any) -> Any:
+    """eth_abi output as the fast path writes it (for the fallback and for cross-checks)."""
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, str) and value.startswith("0x") and len(value) == 42:
+        return value.lower()
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+class CompiledEvent:
+    """Decodes one event's logs: topics for indexed params, the data words for the rest."""
+
+    def __init__(self, spec: EventSpec) -> None:
+        self.spec = spec
+        self.contract = spec.contract
+        self.name = spec.name
+        self._topic_decoders: list[tuple[str, int, Callable[[str], Any]]] = []
+        data_params = [p for p in spec.params if not p.indexed]
+        topic = 1
+        for p in spec.params:
+            if p.indexed:
+                static = _static_decoder(p.abi_type)
+                # Indexed dynamic values are stored as their keccak hash: keep the topic.
+                self._topic_decoders.append((p.name, topic, static or (lambda w: "0x" + w)))
+                topic += 1
+        self._data_names = [p.name for p in data_params]
+        self._data_types = [p.abi_type for p in data_params]
+        fast: list[tuple[str, int, Decoder]] = []
+        for i, p in enumerate(data_params):
+            static = _static_decoder(p.abi_type)
+            if static is not None:
+                fast.append((p.name, i * 64, (lambda s: lambda h, at: s(h[at : at + 64]))(static)))
+                continue
+            dynamic = _dynamic_decoder(p.abi_type)
+            if dynamic is None:
+                fast = []
+                break
+            fast.append((p.name, i * 64, dynamic))
+        self._fast = fast if len(fast) == len(data_params) else None
+
+    def decode(self, topics: Sequence[str], data: str) -> dict[str, Any]:
+        args: dict[str, Any] = {}
+        for name, position, decode in self._topic_decoders:
+            args[name] = decode(topics[position][2:])
+        if self._fast is not None:
+            h = data[2:]
+            for name, at, decode in self._fast:
+                args[name] = decode(h, at)
+        else:
+            values = eth_abi.decode(self._data_types, bytes.fromhex(data[2:]))
+            args.update(zip(self._data_names, (_json_ready(v) for v in values)))
+        return args
+
+    def decode_with_eth_abi(self, topics: Sequence[str], data: str) -> dict[str, Any]:
+        """The reference decoding, for tests."""
+        args: dict[str, Any] = {}
+        for (name, position, _), p in zip(self._topic_decoders, [p for p in self.spec.params if p.indexed]):
+            if _static_decoder(p.abi_type) is None:
+                args[name] = topics[position]
+            else:
+                (value,) = eth_abi.decode([p.abi_type], bytes.fromhex(topics[position][2:]))
+                args[name] = _json_ready(value)
+        values = eth_abi.decode(self._data_types, bytes.fromhex(data[2:]))
+        args.update(zip(self._data_names, (_json_ready(v) for v in values)))
+        return args
+
+
+class EventTable:
+    """(contract address, topic0) -> CompiledEvent for the indexed contracts."""
+
+    def __init__(self, abis: Mapping[str, Sequence[Mapping[str, Any]]], addresses: Mapping[str, str]) -> None:
+        self.address_names = {a.lower(): name for name, a in addresses.items()}
+        by_contract: dict[str, dict[str, CompiledEvent]] = {}
+        for name in addresses:
+            by_contract[name] = {s.topic0: CompiledEvent(s) for s in event_specs(name, abis[name])}
+        self._by_address = {a: by_contract[n] for a, n in self.address_names.items()}
+
+    @property
+    def addresses(self) -> list[str]:
+        return sorted(self.address_names)
+
+    def lookup(self, address: str, topic0: str) -> CompiledEvent:
+        try:
+            return self._by_address[address][topic0]
+        except KeyError:
+            raise UnknownEvent(f"log at {address} with topic0 {topic0} matches no event in its ABI") from None
+
+    @classmethod
+    def from_artifacts(cls, addresses: Mapping[str, str]) -> "EventTable":
+        from provenant.chain.compile import compile_contracts
+
+        artifacts = compile_contracts()
+        return cls({n: a.abi for n, a in artifacts.items()}, addresses)

@@ -1,0 +1,36 @@
+"""What the indexer needs to know: the endpoint, the contracts, and its tuning knobs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class IndexerConfig:
+    rpc_url: str
+    addresses: Mapping[str, str]  # contract name -> address (the names of compile.CONTRACT_NAMES)
+    start_block: int  # the deployment block: no project event can be older
+    finality_depth: int = 64  # the deepest reorg that is rolled back; deeper ones halt the indexer
+    range_start: int = 2_000  # first eth_getLogs range, in blocks
+    range_max: int = 2_000  # ranges grow back up to this after successes
+    confirmations: int = 0  # blocks behind the head left unindexed (0: index the head; reorgs are handled)
+    poll_interval: float = 1.0  # seconds between polls once caught up
+    stall_polls: int = 10  # polls without progress, while the chain is ahead, that count as a stall
+    prefetch: bool = True  # fetch the next range while the current one is written
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.finality_depth < 1:
+            raise ValueError("finality_depth must be at least 1")
+        if self.start_block < 0:
+            raise ValueError("start_block must not be negative")
+
+    @classmethod
+    def from_manifest(cls, rpc_url: str, manifest: Path | Mapping[str, Any], **overrides: Any) -> "IndexerConfig":
+        """From a deployment manifest (provenant.chain.deploy writes <home>/deployments/<chain id>.json)."""
+        data = json.loads(Path(manifest).read_text()) if isinstance(manifest, (str, Path)) else dict(manifest)
+        return cls(rpc_url=rpc_url, addresses=dict(data["addresses"]), start_block=int(data["block_number"]),
+                   **overrides)

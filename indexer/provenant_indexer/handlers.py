@@ -1,0 +1,257 @@
+"""From decoded logs to table rows: one function per event that the normalised tables use.
+
+A batch is folded in memory, in log order, into `Changes`: rows to append, and the latest value
+of every cache column touched (a contribution created and approved in the same batch is written
+once, already approved). Events with no handler (token transfers, role grants, split proposals)
+are mirrored in the raw `events` table only.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from sqlalchemy import Table
+
+from provenant_indexer import schema as s
+from provenant_indexer.abi import EventTable
+
+STATUS_NAMES = {"ContributionSubmitted": "pending", "ContributionApproved": "approved",
+                "ContributionRejected": "rejected", "ContributionWithdrawn": "withdrawn"}
+STATUS_EVENTS = {"ContributionApproved", "ContributionRejected", "ContributionWithdrawn"}
+
+
+@dataclass(frozen=True)
+class Loc:
+    block_number: int
+    log_index: int
+    tx_hash: str
+
+
+@dataclass
+class RepDelta:
+    submitted: int = 0
+    approved: int = 0
+    rejected: int = 0
+    withdrawn: int = 0
+    block: int = 0
+
+
+@dataclass
+class Changes:
+    inserts: dict[Table, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    new_datanets: dict[int, dict[str, Any]] = field(default_factory=dict)
+    new_contributions: dict[int, dict[str, Any]] = field(default_factory=dict)
+    new_models: dict[int, dict[str, Any]] = field(default_factory=dict)
+    datanet_updates: dict[int, dict[str, Any]] = field(default_factory=dict)
+    contribution_updates: dict[int, dict[str, Any]] = field(default_factory=dict)
+    model_updates: dict[int, dict[str, Any]] = field(default_factory=dict)
+    curators: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
+    allowlist: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
+    reputation: dict[str, RepDelta] = field(default_factory=lambda: defaultdict(RepDelta))
+    contributors: dict[int, tuple[int, str]] = field(default_factory=dict)  # id -> (datanet, contributor)
+    event_count: int = 0
+
+    def add(self, table: Table, loc: Loc | None, **row: Any) -> None:
+        if loc is not None:
+            row["block_number"] = loc.block_number
+            row["log_index"] = loc.log_index
+        self.inserts[table].append(row)
+
+
+Handler = Callable[[Changes, Loc, dict[str, Any]], None]
+
+
+def _datanet_created(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
+    ch.new_datanets[a["datanetId"]] = {
+        "datanet_id": a["datanetId"], "owner": a["owner"], "metadata_cid": a["metadataCid"],
+        "license": a["license"], "treasury": a["treasury"], "stake": a["stake"], "allowlisted": a["allowlisted"],
+        "slash_on_reject": a["slashOnReject"], "version": 0, "block_number": loc.block_number,
+        "log_index": loc.log_index, "tx_hash": loc.tx_hash, "updated_block": loc.block_number,
+    }
+
+
+def _datanet_version(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
+    d = a["datanetId"]
+    ch.add(s.datanet_versions, loc, datanet_id=d, version=a["version"])
+    target = ch.new_datanets.get(d) or ch.datanet_updates.setdefault(d, {})
+    target.update(version=a["version"], updated_block=loc.block_number)
+
+
+def _curator_set(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
+    key = (a["datanetId"], a["account"])
+    ch.add(s.curator_changes, loc, datanet_id=key[0], account=key[1], enabled=a["enabled"])
+    ch.curators[key] = {"datanet_id": key[0], "account": key[1], "enabled": a["enabled"],
+                        "updated_block": loc.block_number}
+
+
+def _contributor_allowed(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
+    key = (a["datanetId"], a["account"])
+    ch.add(s.allowlist_changes, loc, datanet_id=key[0], account=key[1], allowed=a["allowed"])
+    ch.allowlist[key] = {"datanet_id": key[0], "account": key[1], "allowed": a["allowed"],
+                         "updated_block": loc.block_number}
+
+
+def _contribution_submitted(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
+    cid, contributor = a["contributionId"], a["contributor"]
+    ch.contributors[cid] = (a["datanetId"], contributor)
+    ch.new_contributions[cid] = {
+        "contribution_id": cid, "datanet_id": a["datanetId"], "contributor": contributor,
+        "content_hash": a["contentHash"], "cid": a["cid"], "size": a["size"], "row_count": a["rowCount"],
+        "stake": a["stake"], "status": "pending", "status_actor": contributor, "reject_reason": None,
+        "slashed": None, "block_number": loc.block_number, "log_index": loc.log_index, "tx_hash": loc.tx_hash,
+        "updated_block": loc.block_number,
+    }
+    ch.add(s.contribution_status, loc, contribution_id=cid, datanet_id=a["datanetId"], contributor=contributor,
+           status="pending", actor=contributor, reason=None, slashed=None)
+    rep = ch.reputation[contributor]
+    rep.submitted += 1
+    rep.block = loc.block_number
+
+
+def _status_change(event: str) -> Handler:
+    status = STATUS_NAMES[event]
+
+    def handle(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
+        cid = a["contributionId"]
+        datanet_id, contributor = ch.contributors[cid]
+        actor = a.get("curator", contributor)
+        reason, slashed = a.get("reason"), a.get("slashed")
+        ch.add(s.contribution_status, loc, contribution_id=cid, datanet_id=datanet_id, contributor=contributor,
+               status=status, actor=actor, reason=reason, slashed=slashed)
+        cache = {"status": status, "status_actor": actor, "reject_reason": reason, "slashed": slashed,
+                 "updated_block": loc.block_number}
+        (ch.new_contributions.get(cid) or ch.contribution_updates.setdefault(cid, {})).update(cache)
+        rep = ch.reputation[contributor]
+        setattr(rep, status, getattr(rep, status) + 1)
+        rep.block = loc.block_number
+
+    return handle
+
+
+def _model_registered(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
+    ch.new_models[a["modelId"]] = {
+        "model_id": a["modelId"], "owner": a["owner"], "parent_id": a["parentId"], "name": a["name"],
+        "lineage_root": a["lineageRoot"], "adapter_hash": a["adapterHash"], "base_model": None,
+        "config_hash": None, "adapter_cid": None, "manifest_cid": None, "price_per_call": None, "server": None,
+        "block_number": loc.block_number, "log_index": loc.log_index, "tx_hash": loc.tx_hash,
+        "updated_block": loc.block_number,
+    }
+
+
+def _model_lineage(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
+    m = a["modelId"]
+    # ModelLineage is emitted in the same transaction as ModelRegistered, so the row is in this batch.
+    ch.new_models[m].update(base_model=a["baseModel"], config_hash=a["configHash"], adapter_cid=a["adapterCid"],
+                            manifest_cid=a["manifestCid"])
+    for position, d in enumerate(a["datanetIds"]):
+        ch.add(s.model_datanets, None, model_id=m, datanet_id=d, position=position, block_number=loc.block_number)
+    for c in a["contributionIds"]:
+        ch.add(s.model_contributions, None, model_id=m, contribution_id=c, block_number=loc.block_number)
+
+
+def _model_terms(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
+    m = a["modelId"]
+    ch.add(s.model_terms, loc, model_id=m, price_per_call=a["pricePerCall"], server=a["server"])
+    (ch.new_models.get(m) or ch.model_updates.setdefault(m, {})).update(
+        price_per_call=a["pricePerCall"], server=a["server"], updated_block=loc.block_number)
+
+
+def _movement(kind: str) -> Handler:
+    def handle(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
+        ch.add(s.escrow_movements, loc, model_id=a["modelId"], consumer=a["consumer"], kind=kind,
+               amount=a["amount"], tx_hash=loc.tx_hash)
+
+    return handle
+
+
+def _charged(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
+    ch.add(s.charges, loc, model_id=a["modelId"], consumer=a["consumer"], seq=a["seq"], amount=a["amount"],
+           cumulative_amount=a["cumulativeAmount"], tx_hash=loc.tx_hash)
+
+
+def _fees_paid(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
+    ch.add(s.fee_payments, loc, model_id=a["modelId"], payer=a["payer"], seq=a["seq"], amount=a["amount"],
+           tx_hash=loc.tx_hash)
+
+
+def _fees_released(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
+    ch.add(s.fee_releases, loc, model_id=a["modelId"], from_seq=a["fromSeq"], to_seq=a["toSeq"], amount=a["amount"])
+
+
+def _epoch_settled(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
+    ch.add(s.epochs, loc, model_id=a["modelId"], epoch=a["epoch"], upto_seq=a["uptoSeq"],
+           payout_root=a["payoutRoot"], claim_cap=a["claimCap"], results_cid=a["resultsCid"], tx_hash=loc.tx_hash)
+
+
+def _epoch_split(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
+    ch.add(s.epoch_splits, loc, model_id=a["modelId"], epoch=a["epoch"], fee_total=a["feeTotal"],
+           protocol_amount=a["protocolAmount"], owner_amount=a["ownerAmount"], curators_total=a["curatorsTotal"],
+           contributors_total=a["contributorsTotal"], carried_dust=a["carriedDust"])
+
+
+def _claimed(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
+    ch.add(s.claims, loc, model_id=a["modelId"], epoch=a["epoch"], account=a["account"], amount=a["amount"],
+           tx_hash=loc.tx_hash)
+
+
+HANDLERS: dict[tuple[str, str], Handler] = {
+    ("DatanetRegistry", "DatanetCreated"): _datanet_created,
+    ("DatanetRegistry", "DatanetVersionIncreased"): _datanet_version,
+    ("DatanetRegistry", "CuratorSet"): _curator_set,
+    ("DatanetRegistry", "ContributorAllowed"): _contributor_allowed,
+    ("DatanetRegistry", "ContributionSubmitted"): _contribution_submitted,
+    **{("DatanetRegistry", e): _status_change(e) for e in STATUS_EVENTS},
+    ("ModelRegistry", "ModelRegistered"): _model_registered,
+    ("ModelRegistry", "ModelLineage"): _model_lineage,
+    ("ModelRegistry", "ModelTermsSet"): _model_terms,
+    ("UsageEscrow", "Deposited"): _movement("deposit"),
+    ("UsageEscrow", "Withdrawn"): _movement("withdrawal"),
+    ("UsageEscrow", "Charged"): _charged,
+    ("UsageEscrow", "FeesPaid"): _fees_paid,
+    ("UsageEscrow", "FeesReleased"): _fees_released,
+    ("AttributionSettlement", "EpochSettled"): _epoch_settled,
+    ("AttributionSettlement", "EpochSplit"): _epoch_split,
+    ("AttributionSettlement", "Claimed"): _claimed,
+}
+
+
+def build_changes(logs: Iterable[Mapping[str, Any]], table: EventTable,
+                  lookup_contributors: Callable[[list[int]], dict[int, tuple[int, str]]]) -> Changes:
+    """Decode `logs` (ordered) and fold them into rows. `lookup_contributors` answers, from the
+    database, which Datanet and contributor earlier contributions belong to."""
+    logs = list(logs)
+    keys = [(int(e["blockNumber"], 16), int(e["logIndex"], 16)) for e in logs]
+    if any(a >= b for a, b in zip(keys, keys[1:])):  # nodes return logs in order; do not rely on it
+        order = sorted(range(len(logs)), key=keys.__getitem__)
+        logs, keys = [logs[i] for i in order], [keys[i] for i in order]
+    ch = Changes()
+    decoded = []
+    wanted: set[int] = set()
+    submitted: set[int] = set()
+    events_rows = ch.inserts[s.events]
+    for entry, (block_number, log_index) in zip(logs, keys):
+        address = entry["address"].lower()
+        topics = entry["topics"]
+        event = table.lookup(address, topics[0].lower())
+        args = event.decode(topics, entry["data"])
+        loc = Loc(block_number, log_index, entry["transactionHash"])
+        events_rows.append({
+            "block_number": loc.block_number, "log_index": loc.log_index, "block_hash": entry["blockHash"],
+            "tx_hash": loc.tx_hash, "tx_index": int(entry["transactionIndex"], 16), "address": address,
+            "contract": event.contract, "event": event.name, "args": args,
+        })
+        handler = HANDLERS.get((event.contract, event.name))
+        if handler is not None:
+            decoded.append((handler, loc, args))
+            if event.name == "ContributionSubmitted":
+                submitted.add(args["contributionId"])
+            elif event.name in STATUS_EVENTS and args["contributionId"] not in submitted:
+                wanted.add(args["contributionId"])
+    ch.event_count = len(events_rows)
+    if wanted:
+        ch.contributors.update(lookup_contributors(sorted(wanted)))
+    for handler, loc, args in decoded:
+        handler(ch, loc, args)
+    return ch

@@ -1,0 +1,216 @@
+"""The indexer loop: backfill from the deployment block, then follow the head, surviving reorgs.
+
+Each step either indexes one batch (one database transaction with its checkpoint and block
+hashes) or, when the chain moved under us, checks ancestry and rolls back to the common ancestor
+(one transaction too). A restart resumes at the checkpoint; nothing else is kept in memory
+that the database does not also hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from provenant_indexer import schema as s
+from provenant_indexer.abi import EventTable
+from provenant_indexer.config import IndexerConfig
+from provenant_indexer.fetch import Batch, ChainMoved, Fetcher
+from provenant_indexer.handlers import build_changes
+from provenant_indexer.ranges import AdaptiveRange
+from provenant_indexer.reorg import DeepReorgError, Rollback, find_ancestor, rollback
+from provenant_indexer.rpc import JsonRpc, RpcError
+from provenant_indexer.writer import lookup_contributors, write_batch
+
+log = logging.getLogger("provenant_indexer")
+
+
+class WrongDatabase(RuntimeError):
+    """The database indexes another chain or another deployment."""
+
+
+@dataclass
+class IndexerStatus:
+    """What /health reports; updated by the loop, read by the API thread."""
+
+    indexed_head: int | None = None
+    chain_head: int | None = None
+    events_indexed: int = 0
+    polls_without_progress: int = 0
+    stalled: bool = False
+    halted: str | None = None  # the error that stopped the loop (a deep reorg)
+    last_error: str | None = None
+    last_rollback: Rollback | None = None
+    range_size: int = 0
+    updated_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    blocks: int = 0
+    events: int = 0
+    caught_up: bool = False
+    rolled_back: Rollback | None = None
+
+
+class Indexer:
+    def __init__(self, engine: Engine, config: IndexerConfig, *, rpc: JsonRpc | None = None,
+                 table: EventTable | None = None) -> None:
+        self.engine = engine
+        self.config = config
+        self.rpc = rpc or JsonRpc(config.rpc_url)
+        self.table = table or EventTable.from_artifacts(config.addresses)
+        self.keep = config.finality_depth + 1  # the ancestor of a depth-N reorg must be stored too
+        self.ranges = AdaptiveRange(start=config.range_start, maximum=config.range_max)
+        self.fetcher = Fetcher(self.rpc, self.table.addresses, self.ranges, self.keep)
+        self.status = IndexerStatus()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        self._prefetch: Future[Batch] | None = None
+        self._init_checkpoint()
+
+    # -- state ---------------------------------------------------------------------------------
+    def _init_checkpoint(self) -> None:
+        chain_id = self.rpc.chain_id()
+        with self.engine.begin() as conn:
+            row = conn.execute(select(s.checkpoint)).one_or_none()
+            if row is None:
+                before = self.config.start_block - 1
+                header = self.rpc.headers([before])[before] if before >= 0 else None
+                conn.execute(insert(s.checkpoint).values(
+                    id=1, chain_id=chain_id, start_block=self.config.start_block, head_block=before,
+                    head_hash=header.hash if header else None))
+                if header is not None:
+                    conn.execute(insert(s.block_hashes).values(
+                        block_number=before, block_hash=header.hash, parent_hash=header.parent_hash))
+                self.status.indexed_head = before
+                return
+            if row.chain_id != chain_id or row.start_block != self.config.start_block:
+                raise WrongDatabase(
+                    f"this database indexes chain {row.chain_id} from block {row.start_block}, not chain "
+                    f"{chain_id} from block {self.config.start_block}: use another database")
+            self.status.indexed_head = row.head_block
+
+    def close(self) -> None:
+        """Wait for a prefetch in flight and release the RPC connection."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.rpc.close()
+
+    def head(self) -> tuple[int, str | None]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(s.checkpoint.c.head_block, s.checkpoint.c.head_hash)).one()
+        return int(row.head_block), row.head_hash
+
+    # -- one step ----------------------------------------------------------------------------------
+    def step(self) -> StepResult:
+        """Index the next batch, or roll back a reorg, or (caught up) check the head is still ours."""
+        head, head_hash = self.head()
+        chain_head = self.rpc.block_number()
+        self.status.chain_head = chain_head
+        target = chain_head - self.config.confirmations
+        prefetched, self._prefetch = self._prefetch, None
+        try:
+            if head >= target:
+                self._check_head(head, head_hash)
+                return StepResult(caught_up=True)
+            batch = self._take(prefetched, head, head_hash) or self.fetcher.fetch(head + 1, target, head_hash)
+        except ChainMoved as moved:
+            log.info("chain moved (%s): checking ancestry", moved)
+            return StepResult(rolled_back=self.handle_reorg())
+        if batch.to_block < target and self.config.prefetch:
+            # Fetch the next range while this one is written: the node's transfer and our JSON
+            # parsing overlap the database's work. Its parent is this batch's last block.
+            self._prefetch = self._pool.submit(self.fetcher.fetch, batch.to_block + 1, target, batch.headers[-1].hash)
+        events = self._write(batch)
+        return StepResult(blocks=batch.to_block - batch.from_block + 1, events=events,
+                          caught_up=batch.to_block >= target)
+
+    @staticmethod
+    def _take(prefetched: Future[Batch] | None, head: int, head_hash: str | None) -> Batch | None:
+        """The prefetched batch, if it still starts right after our head (else it is dropped)."""
+        if prefetched is None:
+            return None
+        batch = prefetched.result()  # ChainMoved from the fetch surfaces here, on the loop's thread
+        parent_ok = batch.from_block == head + 1
+        return batch if parent_ok else None
+
+    def _check_head(self, head: int, head_hash: str | None) -> None:
+        if head < 0 or head_hash is None:
+            return
+        current = self.rpc.headers([head])[head]
+        if current is None or current.hash != head_hash:
+            raise ChainMoved(f"indexed head {head} is no longer on the chain", at_block=head)
+
+    def _write(self, batch: Batch) -> int:
+        with self.engine.begin() as conn:
+            changes = build_changes(batch.logs, self.table, lambda ids: lookup_contributors(conn, ids))
+            write_batch(conn, changes, batch, self.keep)
+        self.status.indexed_head = batch.to_block
+        self.status.events_indexed += changes.event_count
+        return changes.event_count
+
+    def handle_reorg(self) -> Rollback | None:
+        """Roll back to the common ancestor in one transaction; None when nothing we hold changed."""
+        try:
+            with self.engine.begin() as conn:
+                ancestor = find_ancestor(conn, self.rpc, self.config.finality_depth)
+                if ancestor is None:
+                    return None
+                done = rollback(conn, ancestor, self.rpc, self.keep)
+        except ChainMoved as moved:  # the chain moved again mid-rollback: nothing was written; retry
+            log.info("chain moved during the rollback (%s); will retry", moved)
+            return None
+        self.status.indexed_head = ancestor
+        self.status.last_rollback = done
+        return done
+
+    # -- loops -------------------------------------------------------------------------------------
+    def run_until_head(self, max_steps: int | None = None) -> int:
+        """Index up to the chain head as it is now (backfill); returns the events indexed."""
+        total, steps = 0, 0
+        while max_steps is None or steps < max_steps:
+            result = self.step()
+            total += result.events
+            steps += 1
+            if result.caught_up:
+                break
+        return total
+
+    def follow(self, stop: threading.Event, poll_interval: float | None = None) -> None:
+        """Index forever (until `stop`), polling the head; a deep reorg halts the loop loudly."""
+        interval = self.config.poll_interval if poll_interval is None else poll_interval
+        while not stop.is_set():
+            try:
+                result = self.step()
+                self.status.last_error = None
+            except DeepReorgError as exc:
+                self.status.halted = str(exc)
+                log.critical("indexer halted: %s", exc)
+                raise
+            except (RpcError, OSError, SQLAlchemyError) as exc:  # node or database down: keep polling, report it
+                result = StepResult()
+                self.status.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("indexer step failed: %s", self.status.last_error)
+            self._track_progress(result)
+            if result.caught_up or result.blocks == 0:
+                stop.wait(interval)
+
+    def _track_progress(self, result: StepResult) -> None:
+        """A stall is N polls without progress while the chain is ahead of us."""
+        st = self.status
+        st.range_size = self.ranges.size
+        st.updated_at = time.time()
+        behind = st.chain_head is not None and st.indexed_head is not None and st.chain_head > st.indexed_head
+        if result.blocks or result.rolled_back or not behind:
+            st.polls_without_progress = 0
+        else:
+            st.polls_without_progress += 1
+        was = st.stalled
+        st.stalled = st.polls_without_progress >= self.config.stall_polls
+        if st.stalled and not was:
+            log.error("indexer stalled: no progress for %d polls while the chain head is %s and ours %s",
+                      st.polls_without_progress, st.chain_head, st.indexed_head)

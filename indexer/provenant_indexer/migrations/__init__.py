@@ -1,0 +1,1 @@
+"""Alembic migrations of the index schema (schema.py is the source; revisions are generated from it)."""
