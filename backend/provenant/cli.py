@@ -273,6 +273,126 @@ def verify_model_cmd(model_id: int, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt
         raise typer.Exit(1)
 
 
+def _settlement_session(rpc_url: str, home: Path) -> Session:
+    """Like _session, but the first contact is retried (settlement services may start before their node)."""
+    from provenant.settlement.rpc import connect
+
+    return Session(client=connect(rpc_url), home=home)
+
+
+def _attributor(session: Session, calls: Path | None, key_env: str, keystore: Path | None, dev_account: int | None):  # type: ignore[no-untyped-def]
+    from provenant.serving.calllog import CallLog
+    from provenant.settlement.attributor import Attributor
+
+    signer = _signer(session, key_env, keystore, dev_account)
+    return Attributor(session.client, session.contracts, session.store, signer,  # type: ignore[arg-type]
+                      CallLog(calls or session.home / "calls"))
+
+
+CallsOpt = Annotated[Optional[Path], typer.Option("--calls", help="this attributor's copy of the call log "
+                                                                  "(default: <home>/calls)")]
+
+
+@app.command()
+def propose(model_id: int, upto_seq: Annotated[Optional[int], typer.Option(help="last charge to settle "
+                                                                                   "(default: all charged)")] = None,
+            out: Annotated[Optional[Path], typer.Option(help="write the signed proposal here")] = None,
+            calls: CallsOpt = None, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME,
+            key_env: KeyEnvOpt = "PROVENANT_KEY", keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
+    """Compute a model's next epoch, store its results by CID and sign it (first of a quorum)."""
+    session = _settlement_session(rpc_url, home)
+    proposal = _attributor(session, calls, key_env, keystore, dev_account).propose(model_id, upto_seq=upto_seq)
+    text = json.dumps(proposal.signed.to_json(), indent=2)
+    if not out:
+        console.print_json(text)
+        return
+    out.write_text(text)
+    console.print(f"model {model_id} epoch {proposal.result.epoch}: {len(proposal.inputs.calls)} calls, root "
+                  f"{proposal.result.payout_root}, results {proposal.results_cid} -> {out}")
+
+
+@app.command()
+def cosign(proposal_file: Path, out: Annotated[Optional[Path], typer.Option(help="write the signature here")] = None,
+           calls: CallsOpt = None, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME,
+           key_env: KeyEnvOpt = "PROVENANT_KEY", keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
+    """Recompute another attributor's proposal from public data and this call log; sign only if equal."""
+    from provenant.settlement.attestation import Refusal, SignedProposal
+
+    session = _settlement_session(rpc_url, home)
+    attributor = _attributor(session, calls, key_env, keystore, dev_account)
+    answer = attributor.cosign(SignedProposal.from_json(json.loads(proposal_file.read_text())))
+    if isinstance(answer, Refusal):
+        raise RuntimeError(f"refused: {answer.reason}")
+    text = json.dumps(answer.to_json())
+    if out:
+        out.write_text(text)
+    console.print(text if not out else f"signed by {answer.signer} -> {out}")
+
+
+@app.command("post-settlement")
+def post_settlement_cmd(proposal_file: Path, signature_files: list[Path], rpc_url: RpcOpt = DEFAULT_RPC,
+                        home: HomeOpt = DEFAULT_HOME, key_env: KeyEnvOpt = "PROVENANT_KEY",
+                        keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
+    """Post a proposal with co-signatures (files from `cosign`); the proposer's own signature is in the proposal."""
+    from provenant.settlement.attestation import SignedProposal
+    from provenant.settlement.quorum import post_settlement
+
+    session = _settlement_session(rpc_url, home)
+    signer = _signer(session, key_env, keystore, dev_account)
+    proposal = SignedProposal.from_json(json.loads(proposal_file.read_text()))
+    signatures = {proposal.signer: proposal.signature}
+    for path in signature_files:
+        raw = json.loads(path.read_text())
+        signatures[raw["signer"]] = bytes.fromhex(raw["signature"].removeprefix("0x"))
+    tx = post_settlement(session.client, session.contracts, signer, proposal, signatures)  # type: ignore[arg-type]
+    console.print(f"model {proposal.attestation.model_id} epoch {proposal.attestation.epoch} settled "
+                  f"with {len(signatures)} signatures: {tx}")
+
+
+@app.command("attributor-worker")
+def attributor_worker(calls: Annotated[Path, typer.Option("--calls", help="this attributor's copy of the call log")],
+                      rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME,
+                      key_env: KeyEnvOpt = "PROVENANT_KEY") -> None:
+    """Run an attributor process that answers propose/cosign/post requests as JSON lines on stdio."""
+    from provenant.settlement import worker
+
+    worker.configure_logging()
+    raise typer.Exit(worker.serve(lambda: worker.make_attributor(rpc_url, home, calls, key_env)))
+
+
+def _print_verdict(verdict) -> None:  # type: ignore[no-untyped-def]
+    for line in verdict.checks:
+        console.print(f"  ok   {line}", markup=False, highlight=False)
+    for line in verdict.reasons:
+        console.print(f"  FAIL {line}", markup=False, highlight=False)
+    console.print(f"{verdict.subject}: {'VERIFIED' if verdict.ok else 'NOT VERIFIED'}")
+    if not verdict.ok:
+        raise typer.Exit(1)
+
+
+@verify_app.command("epoch")
+def verify_epoch_cmd(model_id: int, epoch: int, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME) -> None:
+    """Recompute a settled epoch from public data and compare it with the on-chain root and totals."""
+    from provenant.verify import verify_epoch
+
+    session = _settlement_session(rpc_url, home)
+    _print_verdict(verify_epoch(session.client, session.contracts, session.store, model_id, epoch))  # type: ignore[arg-type]
+
+
+@verify_app.command("receipt")
+def verify_receipt_cmd(file: Path, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME) -> None:
+    """Check a receipt (JSON file): signature vs the model's serving key, lineage, and its settled epoch."""
+    from provenant.verify import verify_receipt
+
+    try:
+        raw = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RuntimeError(f"receipt file {file} is not readable JSON: {exc}") from None
+    session = _settlement_session(rpc_url, home)
+    _print_verdict(verify_receipt(session.client, session.contracts, session.store,  # type: ignore[arg-type]
+                                  raw.get("provenance", raw)))
+
+
 def main() -> None:
     """Entry point: one-line errors, never a traceback (and never a key), non-zero exit."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -291,7 +411,7 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(1)
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

@@ -93,6 +93,11 @@ class ChainClient:
         receipt = self.w3.eth.get_transaction_receipt(result.tx_hash)
         return Web3.to_checksum_address(receipt["contractAddress"]), result
 
+    def resync_nonce(self, address: str) -> None:
+        """Forget the cached nonce of `address`; the next send asks the node (after a reorg or a lost send)."""
+        with self._lock:
+            self._nonces.pop(address, None)
+
     def _next_nonce(self, address: str) -> int:
         if address not in self._nonces:
             self._nonces[address] = self.w3.eth.get_transaction_count(address, "pending")

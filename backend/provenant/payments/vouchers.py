@@ -74,8 +74,8 @@ class VoucherBook:
             return pending.voucher.cumulative_amount
         return int(self.client.call(self.contracts.escrow.functions.spentOf(consumer, model_id)))
 
-    def accept(self, voucher: Voucher, signature: bytes, model_id: int, price: int) -> None:
-        """Check a voucher pays `price` more than the last one; remember it. Raises PaymentRequired."""
+    def check(self, voucher: Voucher, signature: bytes, model_id: int, price: int) -> None:
+        """Raise PaymentRequired unless the voucher pays exactly `price` more than the last one."""
         if voucher.model_id != model_id:
             raise PaymentRequired(f"voucher is for model {voucher.model_id}, not model {model_id}")
         domain = escrow_domain(self.client.chain_id, self.contracts.escrow.address)
@@ -88,19 +88,31 @@ class VoucherBook:
         if voucher.deadline < self.client.latest_timestamp() + 60:
             raise PaymentRequired("voucher expires too soon (deadline must be at least 60 s ahead)")
         with self._lock:
-            previous = self._expected_previous(model_id, voucher.consumer)
-            if voucher.cumulative_amount != previous + price:
-                raise PaymentRequired(
-                    f"voucher must raise the cumulative amount from {previous} by the price {price}, "
-                    f"got {voucher.cumulative_amount}"
-                )
-            spent = int(self.client.call(self.contracts.escrow.functions.spentOf(voucher.consumer, model_id)))
-            deposit = int(self.client.call(self.contracts.escrow.functions.depositOf(voucher.consumer, model_id)))
-            if voucher.cumulative_amount - spent > deposit:
-                raise PaymentRequired(
-                    f"deposit of {deposit} for model {model_id} does not cover {voucher.cumulative_amount - spent}"
-                )
+            self._check_amounts(voucher, model_id, price)
+
+    def accept(self, voucher: Voucher, signature: bytes, model_id: int, price: int) -> None:
+        """Record a checked voucher once the call it pays for has been answered.
+
+        The amounts are checked again under the lock, so two concurrent calls of one consumer
+        cannot both be paid by vouchers for the same cumulative amount.
+        """
+        with self._lock:
+            self._check_amounts(voucher, model_id, price)
             self._latest[(model_id, voucher.consumer)] = _Pending(voucher, signature)
+
+    def _check_amounts(self, voucher: Voucher, model_id: int, price: int) -> None:
+        previous = self._expected_previous(model_id, voucher.consumer)
+        if voucher.cumulative_amount != previous + price:
+            raise PaymentRequired(
+                f"voucher must raise the cumulative amount from {previous} by the price {price}, "
+                f"got {voucher.cumulative_amount}"
+            )
+        spent = int(self.client.call(self.contracts.escrow.functions.spentOf(voucher.consumer, model_id)))
+        deposit = int(self.client.call(self.contracts.escrow.functions.depositOf(voucher.consumer, model_id)))
+        if voucher.cumulative_amount - spent > deposit:
+            raise PaymentRequired(
+                f"deposit of {deposit} for model {model_id} does not cover {voucher.cumulative_amount - spent}"
+            )
 
     def pending(self, model_id: int) -> int:
         return sum(1 for (m, _) in self._latest if m == model_id)

@@ -78,8 +78,11 @@ class ServingService:
     def classify(self, model_ref: str | int, text: str, voucher: Voucher, signature: bytes) -> CallResult:
         served = self.model(model_ref)
         price = served.record.price_per_call
-        self.vouchers.accept(voucher, signature, served.model_id, price)  # raises PaymentRequired
+        # Check the payment before spending compute, record it only once the call is answered,
+        # so a failed answer is never charged.
+        self.vouchers.check(voucher, signature, served.model_id, price)  # raises PaymentRequired
         prediction, attribution = served.answer(text)
+        self.vouchers.accept(voucher, signature, served.model_id, price)
         salt = os.urandom(32)
         top = attribution.top(TOP_K)
         receipt = Receipt(
@@ -110,6 +113,7 @@ class ServingService:
                 salt=receipt.salt,
                 output=prediction.label,
                 timestamp=receipt.timestamp,
+                cumulative=voucher.cumulative_amount,
             )
         )
         self._receipts[receipt.call_id] = receipt

@@ -8,8 +8,8 @@ from eth_account.signers.local import LocalAccount
 
 from provenant.chain.client import ChainClient, TxResult
 from provenant.chain.deploy import Contracts
-from provenant.merkle import StandardMerkleTree
 from provenant.settlement.attributor import settled_results
+from provenant.settlement.epoch import payout_tree
 from provenant.store.blockstore import ContentStore
 
 
@@ -35,8 +35,10 @@ def claimable(client: ChainClient, contracts: Contracts, store: ContentStore, ac
         model_id, epoch = int(result["model_id"]), int(result["epoch"])
         if client.call(contracts.settlement.functions.claimed(model_id, epoch, account)):
             continue
-        tree = StandardMerkleTree.load(result["tree"])
-        proof = tree.get_proof([account, amount])
+        # The tree is rebuilt from the published allocations (the root is signed on chain, so a
+        # wrong rebuild could only produce a proof the contract rejects).
+        allocations = {a: int(v) for a, v in result["allocations"].items()}
+        proof = payout_tree(allocations).get_proof([account, amount])
         items.append(ClaimItem(model_id=model_id, epoch=epoch, account=account, amount=amount, proof=tuple(proof)))
     return items
 
