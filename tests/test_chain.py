@@ -99,7 +99,9 @@ def test_every_cli_command_has_help() -> None:
     for command in (["--help"], ["demo", "--help"], ["deploy", "--help"], ["datanet", "create", "--help"],
                     ["datanet", "show", "--help"], ["contribute", "--help"], ["approve", "--help"],
                     ["reject", "--help"], ["train", "--help"], ["serve", "--help"], ["settle", "--help"],
-                    ["claim", "--help"], ["verify", "model", "--help"], ["devnet", "--help"]):
+                    ["claim", "--help"], ["verify", "model", "--help"], ["verify", "epoch", "--help"],
+                    ["verify", "receipt", "--help"], ["propose", "--help"], ["cosign", "--help"],
+                    ["post-settlement", "--help"], ["attributor-worker", "--help"], ["devnet", "--help"]):
         result = _cli(*command)
         assert result.returncode == 0, (command, result.stderr)
         assert "Usage" in result.stdout
