@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from rich.console import Console
 
 from provenant.chain.devnet import Devnet
+from provenant.chain.keys import dev_accounts
 from provenant.demo.thread import DemoSettings, ThreadResult, run_demo
 from provenant.factory.train import LoraSettings
 from provenant.serving.models import ModelRecord
@@ -18,11 +20,18 @@ from provenant.verify import verify_model
 pytestmark = pytest.mark.slow
 
 
+OUTPUT = io.StringIO()
+
+
 @pytest.fixture(scope="module")
-def thread(anvil: Devnet, tmp_path_factory: pytest.TempPathFactory) -> ThreadResult:
-    workdir = tmp_path_factory.mktemp("thread")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("thread")
+
+
+@pytest.fixture(scope="module")
+def thread(anvil: Devnet, workdir: Path) -> ThreadResult:
     return run_demo(DemoSettings(calls=20, lora=LoraSettings(epochs=1)), rpc_url=anvil.rpc_url, workdir=workdir,
-                    console=Console(quiet=True))
+                    console=Console(file=OUTPUT, width=120))
 
 
 def test_every_wei_adds_up(thread: ThreadResult) -> None:
@@ -89,3 +98,18 @@ def test_results_are_public_and_match_the_chain(thread: ThreadResult) -> None:
     results = json.loads(thread.store.get(logs[0]["args"]["resultsCid"]))  # type: ignore[attr-defined]
     assert results["payout_root"] == "0x" + bytes(logs[0]["args"]["payoutRoot"]).hex()
     assert len(results["calls"]) == 20
+
+
+def test_no_key_in_use_appears_in_output_or_files(thread: ThreadResult, workdir: Path) -> None:
+    """Every private key the thread signed with is absent from its output and from every file it wrote."""
+    keys = {account.key.hex().removeprefix("0x").lower() for account in dev_accounts(20)}
+    printed = OUTPUT.getvalue().lower()
+    assert "support-router" in OUTPUT.getvalue() or "settled" in printed  # the output was captured
+    for key in keys:
+        assert key not in printed
+    written = [p for p in workdir.rglob("*") if p.is_file()]
+    assert written
+    for path in written:
+        data = path.read_bytes().lower()
+        for key in keys:
+            assert key.encode() not in data, f"a private key appears in {path}"
