@@ -8,7 +8,7 @@ from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts
 from provenant.datanets.service import DatanetService, Status
 from provenant.datanets.validation import rows_hash
-from provenant.factory.lineage import Manifest, config_hash, lineage_root, sha256_hex
+from provenant.factory.lineage import Manifest, config_hash, lineage_root, sha256_0x
 from provenant.serving.models import ModelRecord
 from provenant.store.blockstore import ContentStore
 
@@ -41,7 +41,7 @@ def verify_model(client: ChainClient, contracts: Contracts, store: ContentStore,
 
     try:
         adapter = store.get(record.adapter_cid)
-        if sha256_hex(adapter) != record.adapter_hash:
+        if sha256_0x(adapter) != record.adapter_hash:
             verdict.reasons.append("adapter bytes do not match the registered adapter hash")
         else:
             verdict.checks.append(f"adapter {record.adapter_cid} matches the registered hash")
@@ -66,8 +66,7 @@ def verify_model(client: ChainClient, contracts: Contracts, store: ContentStore,
             verdict.reasons.append(f"contribution {entry.contribution_id}: content unreadable: {exc}")
             continue
         used = rows if entry.row_indices is None else tuple(rows[i] for i in entry.row_indices)
-        digest = rows_hash(used)
-        if (digest if digest.startswith("0x") else "0x" + digest) != entry.rows_hash:
+        if rows_hash(used) != entry.rows_hash:
             verdict.reasons.append(f"contribution {entry.contribution_id}: rows hash differs")
     if lineage_root(manifest.contributions) != record.lineage_root:
         verdict.reasons.append("lineage root recomputed from the manifest differs from the registered root")

@@ -21,6 +21,7 @@ from eth_account.signers.local import LocalAccount
 from rich.console import Console
 
 from provenant.attribution.aggregate import PPM
+from provenant.chain.bindings import EpochView, decode
 from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts, deploy_all
 from provenant.chain.devnet import free_port, start_anvil
@@ -33,6 +34,7 @@ from provenant.payments.deposits import deposit_with_permit
 from provenant.payments.vouchers import Voucher, sign_voucher
 from provenant.serving.api import create_app
 from provenant.serving.calllog import CallLog
+from provenant.serving.models import ModelRecord
 from provenant.serving.receipts import Receipt, check_receipt
 from provenant.serving.service import ServingService
 from provenant.settlement.attributor import Attributor
@@ -185,8 +187,8 @@ def run_thread(workdir: Path, rpc_url: str, settings: DemoSettings, console: Con
             receipts.append(Receipt.from_json(body["provenance"]))
             correct += body["label"] == query["label"]
     bad = [r.call_id for r in receipts
-           if check_receipt(r, model_record_server(client, contracts, model.model_id), model.manifest.lineage_root,
-                            model.manifest.adapter_hash)]
+           if check_receipt(r, ModelRecord.fetch(client, contracts, model.model_id).server,
+                            model.manifest.lineage_root, model.manifest.adapter_hash)]
     if bad:
         raise RuntimeError(f"{len(bad)} receipts failed verification")
     service.charge_pending(model.model_id)
@@ -215,10 +217,6 @@ def run_thread(workdir: Path, rpc_url: str, settings: DemoSettings, console: Con
     render(ledger, console)
     return ThreadResult(ledger=ledger, client=client, contracts=contracts, store=store, model_id=model.model_id,
                         rejected=rejected, receipts=receipts)
-
-
-def model_record_server(client: ChainClient, contracts: Contracts, model_id: int) -> str:
-    return client.call(contracts.models.functions.ownerAndServerOf(model_id))[1]
 
 
 def _ledger(client: ChainClient, contracts: Contracts, cast: Cast, ids: dict[str, int], proposal, claimed,  # type: ignore[no-untyped-def]
@@ -254,8 +252,9 @@ def _ledger(client: ChainClient, contracts: Contracts, cast: Cast, ids: dict[str
     ledger.held_by_contracts = escrow_balance + settlement_balance
     deposit_left = int(client.call(contracts.escrow.functions.depositOf(cast.consumer.address, proposal.result.model_id)))
     unsettled = int(client.call(contracts.escrow.functions.unsettledFees(proposal.result.model_id)))
-    epoch = client.call(contracts.settlement.functions.epochs(proposal.result.model_id, proposal.result.epoch))
-    unclaimed = int(epoch[1]) - int(epoch[2])
+    epoch = decode(EpochView, client.call(contracts.settlement.functions.epochs(proposal.result.model_id,
+                                                                                   proposal.result.epoch)))
+    unclaimed = epoch.claim_cap - epoch.claimed
     dust = int(client.call(contracts.settlement.functions.carriedDust(proposal.result.model_id)))
     ledger.left_in_escrow = deposit_left + unsettled + unclaimed + dust
     return ledger

@@ -18,7 +18,7 @@ from provenant.chain.deploy import Contracts
 from provenant.chain.events import first_event
 from provenant.datanets.service import ContributionRecord, DatanetService, Status
 from provenant.datanets.validation import rows_hash
-from provenant.factory.lineage import LineageEntry, Manifest, config_hash, lineage_root, sha256_hex
+from provenant.factory.lineage import LineageEntry, Manifest, config_hash, lineage_root, sha256_0x
 from provenant.factory.train import Example, LoraSettings, train_classifier
 from provenant.serving.engine import Classifier
 from provenant.store.blockstore import ContentStore
@@ -64,15 +64,11 @@ class Selection:
                 contributor=r.contributor,
                 cid=r.cid,
                 content_hash=r.content_hash,
-                rows_hash=_hex(rows_hash(self.rows[r.contribution_id])),
+                rows_hash=rows_hash(self.rows[r.contribution_id]),
                 row_indices=None,
             )
             for r in self.records
         )
-
-
-def _hex(value: str) -> str:
-    return value if value.startswith("0x") else "0x" + value
 
 
 class ModelFactory:
@@ -128,7 +124,7 @@ class ModelFactory:
             contributions=entries,
             lineage_root=root,
             adapter_cid=adapter_cid,
-            adapter_hash=sha256_hex(trained.adapter_bytes),
+            adapter_hash=sha256_0x(trained.adapter_bytes),
             adapter_config=trained.config,
             index_cid=index_cid,
             metrics=trained.metrics,

@@ -40,13 +40,14 @@ def lineage_root(entries: Sequence[LineageEntry]) -> str:
     return StandardMerkleTree.of([e.leaf() for e in entries], LEAF_TYPES).root
 
 
-def sha256_hex(data: bytes) -> str:
+def sha256_0x(data: bytes) -> str:
+    """0x-prefixed sha2-256, the form registered on chain (store.cid.sha256_hex is the bare hex)."""
     return "0x" + hashlib.sha256(data).hexdigest()
 
 
 def config_hash(config: dict[str, Any]) -> str:
     """Hash of the training configuration (canonical JSON), registered on chain."""
-    return sha256_hex(canonical_json(config))
+    return sha256_0x(canonical_json(config))
 
 
 @dataclass(frozen=True)

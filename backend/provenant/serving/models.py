@@ -15,7 +15,7 @@ from provenant.attribution.index import AttributionIndex, attribute
 from provenant.chain.bindings import ModelView, decode
 from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts
-from provenant.factory.lineage import Manifest, sha256_hex
+from provenant.factory.lineage import Manifest, sha256_0x
 from provenant.serving.engine import Classifier, Prediction
 from provenant.store.blockstore import ContentStore
 
@@ -97,7 +97,7 @@ def load_served_model(client: ChainClient, contracts: Contracts, store: ContentS
     if manifest.config_hash != record.config_hash:
         raise ModelIntegrityError(f"model {model_id}: manifest config hash differs from the registered one")
     adapter = store.get(record.adapter_cid)
-    if sha256_hex(adapter) != record.adapter_hash:
+    if sha256_0x(adapter) != record.adapter_hash:
         raise ModelIntegrityError(f"model {model_id}: adapter bytes do not match the registered adapter hash")
     classifier = Classifier.load(adapter, manifest.adapter_config)
     index = AttributionIndex.from_bytes(store.get(manifest.index_cid))

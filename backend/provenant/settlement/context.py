@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from provenant.attribution.aggregate import ContributionMeta
+from provenant.chain.bindings import SplitView, decode
 from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts
 from provenant.factory.lineage import Manifest
@@ -135,7 +136,7 @@ class ChainReader:
             epoch=int(self.call(settlement.lastEpoch(model_id), "reading lastEpoch")) + 1,
             from_seq=settled, upto_seq=upto,
             carried_in=int(self.call(settlement.carriedDust(model_id), "reading carriedDust")),
-            split=Split(*[int(x) for x in self.call(settlement.split(), "reading the split")]),
+            split=Split(*vars(decode(SplitView, self.call(settlement.split(), "reading the split"))).values()),
         )
 
     def settled_context(self, model_id: int, epoch: int) -> EpochContext:

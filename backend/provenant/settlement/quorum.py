@@ -15,6 +15,7 @@ from typing import Protocol, Sequence
 
 from eth_account.signers.local import LocalAccount
 
+from provenant.chain.bindings import EpochView, decode
 from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts
 from provenant.chain.errors import TransactionReverted
@@ -82,7 +83,7 @@ def is_settled(client: ChainClient, contracts: Contracts, proposal: SignedPropos
     a = proposal.attestation
     epoch = retrying("reading the settled epoch", client.rpc_url,
                      lambda: client.call(contracts.settlement.functions.epochs(a.model_id, a.epoch)))
-    return "0x" + bytes(epoch[0]).hex() == a.payout_root
+    return decode(EpochView, epoch).payout_root == a.payout_root
 
 
 def post_settlement(client: ChainClient, contracts: Contracts, sender: LocalAccount, proposal: SignedProposal,
