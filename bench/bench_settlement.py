@@ -48,7 +48,7 @@ from provenant.demo.thread import samples_dir  # noqa: E402
 from provenant.serving.calllog import CallRecord  # noqa: E402
 from provenant.settlement.attestation import Attestation, SignedProposal  # noqa: E402
 from provenant.settlement.context import EpochContext  # noqa: E402
-from provenant.settlement.epoch import Split, payout_tree  # noqa: E402
+from provenant.settlement.epoch import Split, payout_leaves, payout_tree  # noqa: E402
 from provenant.settlement.membership import VOUCHER, Charge, assign, read_charges  # noqa: E402
 from provenant.settlement.quorum import post_settlement  # noqa: E402
 from provenant.settlement.results import EpochCall, render  # noqa: E402
@@ -140,17 +140,20 @@ def bench_one(n_calls: int, n_contrib: int, workdir: Path) -> dict[str, float]:
         accounts = sorted(allocations)
         tree = payout_tree(allocations)
 
-        def claim(account: str) -> int:
-            proof = [bytes.fromhex(p[2:]) for p in tree.get_proof([account, allocations[account]])]
-            return client.transact(admin, s.claim((1, 1, account, allocations[account], proof))).gas_used
+        leaves = {leaf.account: leaf for leaf in payout_leaves(allocations)}
 
-        claim(accounts[2])  # the epoch's first claim also turns its claimed-total slot from zero: not counted
+        def claim(account: str) -> int:
+            leaf = leaves[account]
+            proof = [bytes.fromhex(p[2:]) for p in tree.get_proof(leaf.value())]
+            return client.transact(admin, s.claim((1, 1, leaf.index, account, leaf.amount, proof))).gas_used
+
+        claim(accounts[2])  # the first claim of a bitmap word turns its slot from zero: not counted
         fresh = claim(accounts[0])
         client.transact(admin, t.transfer(accounts[1], 1))  # the recipient already holds tokens
         funded = claim(accounts[1])
         return {**timings, "accounts": len(accounts), "settle_gas": int(receipt["gasUsed"]),
                 "claim_fresh": fresh, "claim_funded": funded,
-                "proof_len": len(tree.get_proof([accounts[0], allocations[accounts[0]]])),
+                "proof_len": len(tree.get_proof(leaves[accounts[0]].value())),
                 "results_kib": len(rendered.data) / 1024}
 
 

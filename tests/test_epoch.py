@@ -8,7 +8,7 @@ import pytest
 
 from provenant.attribution.aggregate import ContributionMeta
 from provenant.merkle import StandardMerkleTree
-from provenant.settlement.epoch import CallAttribution, EpochInputs, Split, compute_epoch
+from provenant.settlement.epoch import CallAttribution, EpochInputs, Split, compute_epoch, payout_leaves
 
 SPLIT = Split(protocol_bps=500, owner_bps=1500, curators_bps=1000, contributors_bps=7000)
 
@@ -41,9 +41,12 @@ def test_every_wei_is_accounted_for(seed: int) -> None:
     assert result.contributors_total <= inputs.fee_total - result.protocol_amount - result.owner_amount
     # Every allocation is provable against the root.
     tree = result.tree()
-    for account, amount in result.allocations.items():
-        assert StandardMerkleTree.verify(result.payout_root, ["address", "uint256"], [account, amount],
-                                         tree.get_proof([account, amount]))
+    leaves = payout_leaves(result.allocations)
+    assert [leaf.index for leaf in leaves] == list(range(len(result.allocations)))
+    assert {leaf.account: leaf.amount for leaf in leaves} == result.allocations
+    for leaf in leaves:
+        assert StandardMerkleTree.verify(result.payout_root, ["uint256", "address", "uint256"], leaf.value(),
+                                         tree.get_proof(leaf.value()))
 
 
 def test_same_inputs_same_root() -> None:

@@ -8,6 +8,7 @@ import {AccessControlEnumerable} from "@openzeppelin/contracts/access/extensions
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {ModelRegistry} from "./ModelRegistry.sol";
 import {UsageEscrow} from "./UsageEscrow.sol";
 
@@ -16,9 +17,17 @@ import {UsageEscrow} from "./UsageEscrow.sol";
 /// registered attributors. Each settlement releases the model's fees up to a charge sequence
 /// number from the escrow, splits them by the on-chain basis-point split (protocol / model
 /// owner / curators / contributors), pays the protocol and owner shares, and records a Merkle
-/// root of (account, amount) allocations for curators and contributors, who claim with a
-/// proof (pull). What the signed totals leave of the curators' and contributors' budgets is
+/// root of (index, account, amount) allocations for curators and contributors, who claim with
+/// a proof (pull). What the signed totals leave of the curators' and contributors' budgets is
 /// carried to the model's next epoch, never lost.
+/// @dev Gas layout (measured in contracts/test/Gas.t.sol): claims are recorded in a bitmap keyed
+/// by leaf index (256 claims per storage slot, as Uniswap's MerkleDistributor does); an epoch
+/// is one slot holding the first 20 bytes of its payout root and what is left to claim of its
+/// signed totals (so a root whose leaves promise more can never pay out other epochs' tokens);
+/// a model's last epoch and carried dust share one slot. A 160-bit root commitment keeps claims
+/// unforgeable: a claim the quorum did not sign needs a second preimage of it (2^160 work);
+/// collisions (2^80) would only help whoever builds the tree, i.e. the quorum that decides the
+/// allocations anyway. The full root is in the EpochSettled event and the signed attestation.
 contract AttributionSettlement is AccessControlEnumerable, Pausable, EIP712 {
     using SafeERC20 for IERC20;
 
@@ -44,15 +53,24 @@ contract AttributionSettlement is AccessControlEnumerable, Pausable, EIP712 {
         uint16 contributorsBps;
     }
 
-    struct Epoch {
-        bytes32 payoutRoot;
-        uint256 claimCap;
-        uint256 claimed;
+    /// @dev One storage slot per model. uint96 holds 79 billion tokens of 18 decimals, far
+    /// above the fixed supply; SafeCast reverts rather than truncate.
+    struct ModelBook {
+        uint64 lastEpoch;
+        uint96 carriedDust;
+    }
+
+    /// @dev One storage slot per settled epoch: the payout root's first 20 bytes and what is
+    /// left to claim of the epoch's curators' and contributors' totals.
+    struct EpochBook {
+        bytes20 rootPrefix;
+        uint96 unclaimed;
     }
 
     struct Claim {
         uint256 modelId;
         uint64 epoch;
+        uint256 index;
         address account;
         uint256 amount;
         bytes32[] proof;
@@ -78,10 +96,9 @@ contract AttributionSettlement is AccessControlEnumerable, Pausable, EIP712 {
     Split public pendingSplit;
     uint256 public pendingSplitEta;
 
-    mapping(uint256 modelId => uint64) public lastEpoch;
-    mapping(uint256 modelId => uint256) public carriedDust;
-    mapping(uint256 modelId => mapping(uint64 epoch => Epoch)) public epochs;
-    mapping(uint256 modelId => mapping(uint64 epoch => mapping(address account => bool))) public claimed;
+    mapping(uint256 modelId => ModelBook) private _books;
+    mapping(uint256 modelId => mapping(uint64 epoch => EpochBook)) public epochs;
+    mapping(uint256 modelId => mapping(uint64 epoch => mapping(uint256 word => uint256))) private _claimedBits;
 
     event QuorumSet(uint8 quorum);
     event ProtocolTreasurySet(address treasury);
@@ -117,9 +134,10 @@ contract AttributionSettlement is AccessControlEnumerable, Pausable, EIP712 {
     error ReleaseMismatch(uint256 expected, uint256 released);
     error SplitMismatch(string role, uint256 signed, uint256 expected);
     error UnknownEpoch(uint256 modelId, uint64 epoch);
-    error AlreadyClaimed(uint256 modelId, uint64 epoch, address account);
+    error AlreadyClaimed(uint256 modelId, uint64 epoch, uint256 index);
     error InvalidProof(uint256 modelId, uint64 epoch, address account);
     error ClaimCapExceeded(uint256 modelId, uint64 epoch);
+    error MixedAccounts(uint256 index, address account, address expected);
 
     /// @param token_ the fee token
     /// @param escrow_ the usage escrow that releases fees to this contract
@@ -197,33 +215,33 @@ contract AttributionSettlement is AccessControlEnumerable, Pausable, EIP712 {
     /// @param signatures the attributors' EIP-712 signatures, ordered by ascending signer address
     function settle(Attestation calldata a, bytes[] calldata signatures) external whenNotPaused {
         if (block.timestamp > a.deadline) revert Expired(a.deadline);
-        uint64 expected = lastEpoch[a.modelId] + 1;
-        if (a.epoch != expected) revert EpochOutOfOrder(a.epoch, expected);
+        ModelBook memory book = _books[a.modelId];
+        if (a.epoch != book.lastEpoch + 1) revert EpochOutOfOrder(a.epoch, book.lastEpoch + 1);
         _checkSignatures(attestationDigest(a), signatures);
         uint256 cap = a.curatorsTotal + a.contributorsTotal;
-        if (a.payoutRoot == bytes32(0) && cap != 0) revert EmptyRoot();
+        if (bytes20(a.payoutRoot) == bytes20(0) && cap != 0) revert EmptyRoot();
 
-        // Checks-effects-interactions: read what the escrow will release, record the epoch,
-        // then pull the fees and pay out.
-        uint256 released = escrow.releasable(a.modelId, a.uptoSeq);
-        uint256 dust = _checkSplitAmounts(a, released + carriedDust[a.modelId]);
-        lastEpoch[a.modelId] = a.epoch;
-        carriedDust[a.modelId] = dust;
-        epochs[a.modelId][a.epoch] = Epoch({payoutRoot: a.payoutRoot, claimCap: cap, claimed: 0});
+        // Checks-effects-interactions: the signed fee total must be what the escrow releases plus
+        // the dust carried in; record the epoch first, then pull the fees (the escrow reverts on
+        // a wrong sequence, and a release that differs from the signed total reverts it all).
+        if (a.feeTotal < book.carriedDust) revert FeeMismatch(a.feeTotal, book.carriedDust);
+        uint256 expectedRelease = a.feeTotal - book.carriedDust;
+        uint256 dust = _checkSplitAmounts(a);
+        _books[a.modelId] = ModelBook({lastEpoch: a.epoch, carriedDust: SafeCast.toUint96(dust)});
+        epochs[a.modelId][a.epoch] = EpochBook({rootPrefix: bytes20(a.payoutRoot), unclaimed: SafeCast.toUint96(cap)});
         emit EpochSettled(a.modelId, a.epoch, a.uptoSeq, a.payoutRoot, cap, a.resultsCid);
         emit EpochSplit(
             a.modelId, a.epoch, a.feeTotal, a.protocolAmount, a.ownerAmount, a.curatorsTotal, a.contributorsTotal, dust
         );
 
         uint256 pulled = escrow.release(a.modelId, a.uptoSeq);
-        if (pulled != released) revert ReleaseMismatch(released, pulled);
-        (address owner,) = models.ownerAndServerOf(a.modelId);
+        if (pulled != expectedRelease) revert FeeMismatch(a.feeTotal, pulled + book.carriedDust);
         if (a.protocolAmount > 0) token.safeTransfer(protocolTreasury, a.protocolAmount);
-        if (a.ownerAmount > 0) token.safeTransfer(owner, a.ownerAmount);
+        if (a.ownerAmount > 0) token.safeTransfer(models.ownerOf(a.modelId), a.ownerAmount);
     }
 
     /// @notice Claim one allocation with its Merkle proof; the tokens go to `c.account`.
-    /// @param c the model, epoch, account, amount and proof
+    /// @param c the model, epoch, leaf index, account, amount and proof
     function claim(Claim calldata c) external whenNotPaused {
         _claim(c);
         token.safeTransfer(c.account, c.amount);
@@ -237,9 +255,10 @@ contract AttributionSettlement is AccessControlEnumerable, Pausable, EIP712 {
         address account = claims[0].account;
         uint256 total = 0;
         for (uint256 i = 0; i < claims.length; i++) {
-            if (claims[i].account != account) revert InvalidProof(claims[i].modelId, claims[i].epoch, claims[i].account);
-            _claim(claims[i]);
-            total += claims[i].amount;
+            Claim calldata c = claims[i];
+            if (c.account != account) revert MixedAccounts(i, c.account, account);
+            _claim(c);
+            total += c.amount;
         }
         token.safeTransfer(account, total);
     }
@@ -276,6 +295,28 @@ contract AttributionSettlement is AccessControlEnumerable, Pausable, EIP712 {
         return _hashTypedDataV4(structHash);
     }
 
+    /// @notice The last settled epoch of a model (0 before the first).
+    /// @param modelId the model
+    function lastEpoch(uint256 modelId) external view returns (uint64) {
+        return _books[modelId].lastEpoch;
+    }
+
+    /// @notice What the signed totals left of a model's curators' and contributors' budgets,
+    /// carried into its next epoch's fee total.
+    /// @param modelId the model
+    function carriedDust(uint256 modelId) external view returns (uint256) {
+        return _books[modelId].carriedDust;
+    }
+
+    /// @notice Whether the leaf at `index` of an epoch's payout tree has been claimed.
+    /// @param modelId the model
+    /// @param epoch the epoch
+    /// @param index the leaf's index in the payout tree
+    function isClaimed(uint256 modelId, uint64 epoch, uint256 index) public view returns (bool) {
+        uint256 bit = 1 << (index & 0xff);
+        return _claimedBits[modelId][epoch][index >> 8] & bit != 0;
+    }
+
     /// @notice The EIP-712 domain separator (chain id and this contract are bound into it).
     function domainSeparator() external view returns (bytes32) {
         return _domainSeparatorV4();
@@ -293,8 +334,8 @@ contract AttributionSettlement is AccessControlEnumerable, Pausable, EIP712 {
         }
     }
 
-    function _checkSplitAmounts(Attestation calldata a, uint256 available) private view returns (uint256 dust) {
-        if (a.feeTotal != available) revert FeeMismatch(a.feeTotal, available);
+    function _checkSplitAmounts(Attestation calldata a) private view returns (uint256 dust) {
+        uint256 available = a.feeTotal;
         Split memory s = split;
         uint256 protocolAmount = (available * s.protocolBps) / BPS;
         uint256 ownerAmount = (available * s.ownerBps) / BPS;
@@ -309,16 +350,23 @@ contract AttributionSettlement is AccessControlEnumerable, Pausable, EIP712 {
         dust = (curatorsBudget - a.curatorsTotal) + (contributorsBudget - a.contributorsTotal);
     }
 
+    /// @dev Verifies one claim, marks its leaf and takes its amount off the epoch's unclaimed.
     function _claim(Claim calldata c) private {
-        Epoch storage e = epochs[c.modelId][c.epoch];
-        if (e.payoutRoot == bytes32(0)) revert UnknownEpoch(c.modelId, c.epoch);
-        if (claimed[c.modelId][c.epoch][c.account]) revert AlreadyClaimed(c.modelId, c.epoch, c.account);
-        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(c.account, c.amount))));
-        if (!MerkleProof.verifyCalldata(c.proof, e.payoutRoot, leaf)) revert InvalidProof(c.modelId, c.epoch, c.account);
-        uint256 total = e.claimed + c.amount;
-        if (total > e.claimCap) revert ClaimCapExceeded(c.modelId, c.epoch);
-        e.claimed = total;
-        claimed[c.modelId][c.epoch][c.account] = true;
+        EpochBook memory e = epochs[c.modelId][c.epoch];
+        if (e.rootPrefix == bytes20(0)) revert UnknownEpoch(c.modelId, c.epoch);
+        mapping(uint256 word => uint256) storage bits = _claimedBits[c.modelId][c.epoch];
+        uint256 word = bits[c.index >> 8];
+        uint256 bit = 1 << (c.index & 0xff);
+        if (word & bit != 0) revert AlreadyClaimed(c.modelId, c.epoch, c.index);
+        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(c.index, c.account, c.amount))));
+        if (bytes20(MerkleProof.processProofCalldata(c.proof, leaf)) != e.rootPrefix) {
+            revert InvalidProof(c.modelId, c.epoch, c.account);
+        }
+        if (c.amount > e.unclaimed) revert ClaimCapExceeded(c.modelId, c.epoch);
+        bits[c.index >> 8] = word | bit;
+        // c.amount <= e.unclaimed, a uint96, so the cast cannot truncate.
+        // forge-lint: disable-next-line(unsafe-typecast)
+        epochs[c.modelId][c.epoch].unclaimed = e.unclaimed - uint96(c.amount);
         emit Claimed(c.modelId, c.epoch, c.account, c.amount);
     }
 

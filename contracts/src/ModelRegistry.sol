@@ -190,6 +190,12 @@ contract ModelRegistry is AccessControl, Pausable {
         return (m.owner, m.server);
     }
 
+    /// @notice A model's owner, who receives the owner share of its fees.
+    /// @param modelId the model
+    function ownerOf(uint256 modelId) external view returns (address) {
+        return _model(modelId).owner;
+    }
+
     /// @notice Whether a model exists.
     /// @param modelId the model
     function exists(uint256 modelId) external view returns (bool) {

@@ -39,9 +39,15 @@ contract UsageEscrow is AccessControl, Pausable, EIP712 {
     mapping(address consumer => mapping(uint256 modelId => uint256)) public depositOf;
     mapping(address consumer => mapping(uint256 modelId => uint256)) public spentOf;
     mapping(address consumer => mapping(uint256 modelId => uint256)) public withdrawableAt;
-    mapping(uint256 modelId => uint256) public unsettledFees;
-    mapping(uint256 modelId => uint64) public chargeSeq;
-    mapping(uint256 modelId => uint64) public settledSeq;
+    /// @dev Both sequence numbers of a model in one slot: a release reads and writes one slot.
+    /// A model's unsettled fees are not stored: they are cumulativeFeesAt(chargeSeq) minus
+    /// cumulativeFeesAt(settledSeq), which saves a write on every charge and every release.
+    struct Seqs {
+        uint64 chargeSeq;
+        uint64 settledSeq;
+    }
+
+    mapping(uint256 modelId => Seqs) private _seqs;
     mapping(uint256 modelId => mapping(uint64 seq => uint256)) public cumulativeFeesAt;
 
     event SettlementSet(address settlement);
@@ -134,7 +140,7 @@ contract UsageEscrow is AccessControl, Pausable, EIP712 {
         if (msg.sender != server) revert NotModelServer(modelId, msg.sender);
         if (vouchers.length != signatures.length) revert LengthMismatch();
         if (vouchers.length == 0) revert ZeroAmount();
-        seq = chargeSeq[modelId] + 1;
+        seq = _seqs[modelId].chargeSeq + 1;
         uint256 total = 0;
         for (uint256 i = 0; i < vouchers.length; i++) {
             total += _applyVoucher(i, modelId, seq, vouchers[i], signatures[i]);
@@ -150,7 +156,7 @@ contract UsageEscrow is AccessControl, Pausable, EIP712 {
     function payFees(uint256 modelId, uint256 amount) external whenNotPaused returns (uint64 seq) {
         if (!models.exists(modelId)) revert UnknownModel(modelId);
         if (amount == 0) revert ZeroAmount();
-        seq = chargeSeq[modelId] + 1;
+        seq = _seqs[modelId].chargeSeq + 1;
         _recordFees(modelId, seq, amount);
         emit FeesPaid(modelId, msg.sender, seq, amount);
         token.safeTransferFrom(msg.sender, address(this), amount);
@@ -187,21 +193,37 @@ contract UsageEscrow is AccessControl, Pausable, EIP712 {
     /// @return amount the tokens transferred to the settlement contract
     function release(uint256 modelId, uint64 uptoSeq) external whenNotPaused returns (uint256 amount) {
         if (msg.sender != settlement) revert NotSettlement(msg.sender);
-        uint64 fromSeq = settledSeq[modelId];
-        amount = releasable(modelId, uptoSeq);
-        settledSeq[modelId] = uptoSeq;
-        unsettledFees[modelId] -= amount;
-        emit FeesReleased(modelId, fromSeq, uptoSeq, amount);
+        Seqs memory seqs = _seqs[modelId];
+        amount = _releasable(modelId, seqs, uptoSeq);
+        _seqs[modelId].settledSeq = uptoSeq;
+        emit FeesReleased(modelId, seqs.settledSeq, uptoSeq, amount);
         token.safeTransfer(msg.sender, amount);
     }
 
     /// @notice The fees `release(modelId, uptoSeq)` would transfer now; reverts as it would.
     /// @param modelId the model
     /// @param uptoSeq the last charge sequence number included
-    function releasable(uint256 modelId, uint64 uptoSeq) public view returns (uint256) {
-        uint64 fromSeq = settledSeq[modelId];
-        if (uptoSeq <= fromSeq || uptoSeq > chargeSeq[modelId]) revert BadSeq(uptoSeq, fromSeq, chargeSeq[modelId]);
-        return cumulativeFeesAt[modelId][uptoSeq] - cumulativeFeesAt[modelId][fromSeq];
+    function releasable(uint256 modelId, uint64 uptoSeq) external view returns (uint256) {
+        return _releasable(modelId, _seqs[modelId], uptoSeq);
+    }
+
+    /// @notice The number of the model's last charge (or fee payment); 0 before the first.
+    /// @param modelId the model
+    function chargeSeq(uint256 modelId) external view returns (uint64) {
+        return _seqs[modelId].chargeSeq;
+    }
+
+    /// @notice The last charge sequence number released to the settlement contract.
+    /// @param modelId the model
+    function settledSeq(uint256 modelId) external view returns (uint64) {
+        return _seqs[modelId].settledSeq;
+    }
+
+    /// @notice Fees charged or paid for a model and not yet released to the settlement.
+    /// @param modelId the model
+    function unsettledFees(uint256 modelId) external view returns (uint256) {
+        Seqs memory seqs = _seqs[modelId];
+        return cumulativeFeesAt[modelId][seqs.chargeSeq] - cumulativeFeesAt[modelId][seqs.settledSeq];
     }
 
     /// @notice Pause every token movement of the escrow.
@@ -254,8 +276,14 @@ contract UsageEscrow is AccessControl, Pausable, EIP712 {
     }
 
     function _recordFees(uint256 modelId, uint64 seq, uint256 amount) private {
-        chargeSeq[modelId] = seq;
+        _seqs[modelId].chargeSeq = seq;
         cumulativeFeesAt[modelId][seq] = cumulativeFeesAt[modelId][seq - 1] + amount;
-        unsettledFees[modelId] += amount;
+    }
+
+    function _releasable(uint256 modelId, Seqs memory seqs, uint64 uptoSeq) private view returns (uint256) {
+        if (uptoSeq <= seqs.settledSeq || uptoSeq > seqs.chargeSeq) {
+            revert BadSeq(uptoSeq, seqs.settledSeq, seqs.chargeSeq);
+        }
+        return cumulativeFeesAt[modelId][uptoSeq] - cumulativeFeesAt[modelId][seqs.settledSeq];
     }
 }

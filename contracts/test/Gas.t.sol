@@ -55,6 +55,9 @@ contract GasClaimTest is GasBase {
     uint256 internal constant LEAVES = 100_000;
     uint256 internal constant DEPTH = 17; // ceil(log2(100,000))
     uint256 internal constant AMOUNT = 1.234567 ether;
+    /// @dev Leaf indexes of the four real leaves: inside one 256-claim bitmap word, as 255 of
+    /// every 256 claims of a large epoch are (the first claim of a word pays for a new slot).
+    uint256 internal constant FIRST_INDEX = 50_000;
 
     address internal fresh = address(0xF2E5);
     address internal funded = address(0xF0DD);
@@ -65,16 +68,17 @@ contract GasClaimTest is GasBase {
     bytes internal claimFunded;
     bytes internal claimManyFresh;
     bytes internal claimManyFunded;
+    bytes internal claimFundedNewWord;
 
     /// @dev The bottom of each tree holds (fresh, funded) and (other1, other2) as two sibling
     /// pairs; the other 15 levels are arbitrary sibling hashes standing in for the rest of the
     /// 100,000 leaves, and the root is whatever they hash to.
     function _epochTree(uint256 salt) internal view returns (bytes32 root, bytes32[][4] memory proofs) {
         bytes32[4] memory leaves = [
-            Merkle.leaf(fresh, AMOUNT),
-            Merkle.leaf(funded, AMOUNT),
-            Merkle.leaf(other1, AMOUNT),
-            Merkle.leaf(other2, AMOUNT)
+            Merkle.leaf(FIRST_INDEX, fresh, AMOUNT),
+            Merkle.leaf(FIRST_INDEX + 1, funded, AMOUNT),
+            Merkle.leaf(FIRST_INDEX + 2, other1, AMOUNT),
+            Merkle.leaf(FIRST_INDEX + 3, other2, AMOUNT)
         ];
         bytes32 left = Merkle.hashPair(leaves[0], leaves[1]);
         bytes32 right = Merkle.hashPair(leaves[2], leaves[3]);
@@ -96,12 +100,12 @@ contract GasClaimTest is GasBase {
         }
     }
 
-    function _claim(uint64 epoch, address account, bytes32[] memory proof)
+    function _claim(uint64 epoch, uint256 leafIndex, address account, bytes32[] memory proof)
         internal
         view
         returns (AttributionSettlement.Claim memory)
     {
-        return AttributionSettlement.Claim(modelId, epoch, account, AMOUNT, proof);
+        return AttributionSettlement.Claim(modelId, epoch, FIRST_INDEX + leafIndex, account, AMOUNT, proof);
     }
 
     function setUp() public override {
@@ -110,18 +114,23 @@ contract GasClaimTest is GasBase {
         _fund(funded, 1 ether);
         AttributionSettlement.Claim[] memory manyFresh = new AttributionSettlement.Claim[](10);
         AttributionSettlement.Claim[] memory manyFunded = new AttributionSettlement.Claim[](10);
-        for (uint64 epoch = 1; epoch <= 11; epoch++) {
+        for (uint64 epoch = 1; epoch <= 12; epoch++) {
             _fees(modelId, 100 ether);
             (bytes32 root, bytes32[][4] memory proofs) = _epochTree(epoch);
             _settle(_fullAttestation(modelId, root));
-            // Another leaf of the epoch was claimed already: the epoch's claimed total is not new.
-            settlement.claim(_claim(epoch, other1, proofs[2]));
+            if (epoch == 12) {
+                // Nothing of this epoch claimed yet: the claim opens a new bitmap word.
+                claimFundedNewWord = abi.encodeCall(AttributionSettlement.claim, (_claim(epoch, 1, funded, proofs[1])));
+                break;
+            }
+            // Another leaf of the same bitmap word was claimed already.
+            settlement.claim(_claim(epoch, 2, other1, proofs[2]));
             if (epoch == 1) {
-                claimFresh = abi.encodeCall(AttributionSettlement.claim, (_claim(epoch, fresh, proofs[0])));
-                claimFunded = abi.encodeCall(AttributionSettlement.claim, (_claim(epoch, funded, proofs[1])));
+                claimFresh = abi.encodeCall(AttributionSettlement.claim, (_claim(epoch, 0, fresh, proofs[0])));
+                claimFunded = abi.encodeCall(AttributionSettlement.claim, (_claim(epoch, 1, funded, proofs[1])));
             } else {
-                manyFresh[epoch - 2] = _claim(epoch, fresh, proofs[0]);
-                manyFunded[epoch - 2] = _claim(epoch, funded, proofs[1]);
+                manyFresh[epoch - 2] = _claim(epoch, 0, fresh, proofs[0]);
+                manyFunded[epoch - 2] = _claim(epoch, 1, funded, proofs[1]);
             }
         }
         claimManyFresh = abi.encodeCall(AttributionSettlement.claimMany, (manyFresh));
@@ -136,6 +145,11 @@ contract GasClaimTest is GasBase {
 
     function test_gas_claim_fundedRecipient_proof17() public {
         _measure("claim (funded recipient, proof 17)", address(settlement), claimFunded);
+        assertEq(token.balanceOf(funded), 1 ether + AMOUNT, "claimed");
+    }
+
+    function test_gas_claim_fundedRecipient_newBitmapWord() public {
+        _measure("claim (funded recipient, first of its bitmap word)", address(settlement), claimFundedNewWord);
         assertEq(token.balanceOf(funded), 1 ether + AMOUNT, "claimed");
     }
 

@@ -22,7 +22,7 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-def _hex32(value: bytes) -> str:
+def _hex(value: bytes) -> str:
     return "0x" + bytes(value).hex()
 
 
@@ -77,9 +77,8 @@ class ModelView:
 @dataclass(frozen=True)
 class EpochView:
     SOURCE: ClassVar[tuple[str, str]] = ("AttributionSettlement", "epochs")
-    payout_root: str
-    claim_cap: int
-    claimed: int
+    root_prefix: str  # the payout root's first 20 bytes (the full root is in EpochSettled)
+    unclaimed: int  # what is left to claim of the epoch's curators' and contributors' totals
 
 
 @dataclass(frozen=True)
@@ -115,6 +114,6 @@ def check_bindings(artifacts: dict[str, Artifact]) -> None:
 
 
 def decode(record: type[T], values: Any) -> T:
-    """Build a record from a view's output tuple; bytes32 fields become 0x-hex strings."""
-    converted = [_hex32(v) if isinstance(v, (bytes, bytearray)) and len(v) == 32 else v for v in values]
+    """Build a record from a view's output tuple; fixed-size bytes fields become 0x-hex strings."""
+    converted = [_hex(v) if isinstance(v, (bytes, bytearray)) else v for v in values]
     return record(*converted)

@@ -254,7 +254,7 @@ def _ledger(client: ChainClient, contracts: Contracts, cast: Cast, ids: dict[str
     unsettled = int(client.call(contracts.escrow.functions.unsettledFees(proposal.result.model_id)))
     epoch = decode(EpochView, client.call(contracts.settlement.functions.epochs(proposal.result.model_id,
                                                                                    proposal.result.epoch)))
-    unclaimed = epoch.claim_cap - epoch.claimed
+    unclaimed = epoch.unclaimed
     dust = int(client.call(contracts.settlement.functions.carriedDust(proposal.result.model_id)))
     ledger.left_in_escrow = deposit_left + unsettled + unclaimed + dust
     return ledger

@@ -9,7 +9,7 @@ from eth_account.signers.local import LocalAccount
 from provenant.chain.client import ChainClient, TxResult
 from provenant.chain.deploy import Contracts
 from provenant.settlement.attributor import settled_results
-from provenant.settlement.epoch import payout_tree
+from provenant.settlement.epoch import payout_leaf_of, payout_tree
 from provenant.store.blockstore import ContentStore
 
 
@@ -17,29 +17,32 @@ from provenant.store.blockstore import ContentStore
 class ClaimItem:
     model_id: int
     epoch: int
+    index: int  # the leaf's index in the epoch's payout tree
     account: str
     amount: int
     proof: tuple[str, ...]
 
     def as_tuple(self) -> tuple:
-        return (self.model_id, self.epoch, self.account, self.amount, [bytes.fromhex(p[2:]) for p in self.proof])
+        return (self.model_id, self.epoch, self.index, self.account, self.amount,
+                [bytes.fromhex(p[2:]) for p in self.proof])
 
 
 def claimable(client: ChainClient, contracts: Contracts, store: ContentStore, account: str) -> list[ClaimItem]:
     """Every unclaimed allocation of `account`, with its Merkle proof from the public results."""
     items = []
     for result in settled_results(client, contracts, store):
-        amount = int(result["allocations"].get(account, 0))
-        if amount == 0:
-            continue
-        model_id, epoch = int(result["model_id"]), int(result["epoch"])
-        if client.call(contracts.settlement.functions.claimed(model_id, epoch, account)):
-            continue
         # The tree is rebuilt from the published allocations (the root is signed on chain, so a
         # wrong rebuild could only produce a proof the contract rejects).
         allocations = {a: int(v) for a, v in result["allocations"].items()}
-        proof = payout_tree(allocations).get_proof([account, amount])
-        items.append(ClaimItem(model_id=model_id, epoch=epoch, account=account, amount=amount, proof=tuple(proof)))
+        leaf = payout_leaf_of(allocations, account)
+        if leaf is None:
+            continue
+        model_id, epoch = int(result["model_id"]), int(result["epoch"])
+        if client.call(contracts.settlement.functions.isClaimed(model_id, epoch, leaf.index)):
+            continue
+        proof = payout_tree(allocations).get_proof(leaf.value())
+        items.append(ClaimItem(model_id=model_id, epoch=epoch, index=leaf.index, account=account,
+                               amount=leaf.amount, proof=tuple(proof)))
     return items
 
 

@@ -11,6 +11,9 @@ exact amounts and the exact Merkle root:
 4. A Datanet d earns curators_budget * w_d // W (w_d = its contributions' weights), split
    equally among its curators, rounding down.
 5. Whatever rounding leaves of the two budgets is carried to the next epoch, never lost.
+6. The payout tree's leaves are (index, account, amount) for every positive allocation, in
+   ascending order of the account string; `index` is the position in that order and the bit
+   the settlement contract sets when the leaf is claimed.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from provenant.attribution.aggregate import ContributionMeta
 from provenant.merkle import StandardMerkleTree
 
 BPS = 10_000
-PAYOUT_LEAF_TYPES = ["address", "uint256"]
+PAYOUT_LEAF_TYPES = ["uint256", "address", "uint256"]  # (leaf index, account, amount)
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ class EpochResult:
     def to_json(self, inputs: EpochInputs) -> dict[str, Any]:
         """The full public result: every call's attribution and every account's amount."""
         return {
-            "format": "provenant.epoch/1",
+            "format": "provenant.epoch/3",
             "model_id": self.model_id,
             "epoch": self.epoch,
             "upto_seq": self.upto_seq,
@@ -99,9 +102,29 @@ class EpochResult:
         }
 
 
+@dataclass(frozen=True)
+class PayoutLeaf:
+    index: int
+    account: str
+    amount: int
+
+    def value(self) -> list[Any]:
+        return [self.index, self.account, self.amount]
+
+
+def payout_leaves(allocations: Mapping[str, int]) -> list[PayoutLeaf]:
+    """The payout tree's leaves by the public rule (6): positive allocations by account."""
+    positive = sorted((account, amount) for account, amount in allocations.items() if amount > 0)
+    return [PayoutLeaf(i, account, amount) for i, (account, amount) in enumerate(positive)]
+
+
 def payout_tree(allocations: Mapping[str, int]) -> StandardMerkleTree:
-    leaves = [[account, amount] for account, amount in sorted(allocations.items()) if amount > 0]
-    return StandardMerkleTree.of(leaves, PAYOUT_LEAF_TYPES)
+    return StandardMerkleTree.of([leaf.value() for leaf in payout_leaves(allocations)], PAYOUT_LEAF_TYPES)
+
+
+def payout_leaf_of(allocations: Mapping[str, int], account: str) -> PayoutLeaf | None:
+    """The leaf of `account` (None when it has no positive allocation)."""
+    return next((leaf for leaf in payout_leaves(allocations) if leaf.account == account), None)
 
 
 def compute_epoch(inputs: EpochInputs) -> EpochResult:

@@ -83,7 +83,7 @@ def is_settled(client: ChainClient, contracts: Contracts, proposal: SignedPropos
     a = proposal.attestation
     epoch = retrying("reading the settled epoch", client.rpc_url,
                      lambda: client.call(contracts.settlement.functions.epochs(a.model_id, a.epoch)))
-    return decode(EpochView, epoch).payout_root == a.payout_root
+    return decode(EpochView, epoch).root_prefix == a.payout_root[:42]  # "0x" + 20 bytes
 
 
 def post_settlement(client: ChainClient, contracts: Contracts, sender: LocalAccount, proposal: SignedProposal,

@@ -14,10 +14,12 @@ from typing import Any, Mapping, Sequence
 
 from provenant.datanets.service import canonical_json
 from provenant.settlement.context import EpochContext
-from provenant.settlement.epoch import CallAttribution, EpochInputs, EpochResult, compute_epoch
+from provenant.settlement.epoch import (
+    PAYOUT_LEAF_TYPES, CallAttribution, EpochInputs, EpochResult, compute_epoch, payout_leaves,
+)
 from provenant.settlement.scores import ATOL, RTOL, quantise
 
-FORMAT = "provenant.epoch/2"
+FORMAT = "provenant.epoch/3"  # 3: payout leaves are (index, account, amount)
 QUANTISATION = "ppm_k = floor(1e6 * s_k / sum(s)) exactly, over positive per-contribution scores"
 
 
@@ -101,6 +103,8 @@ def render(ctx: EpochContext, calls: Sequence[EpochCall]) -> Rendered:
         "contribution_amounts": {str(k): str(v) for k, v in sorted(result.contribution_amounts.items())},
         "datanet_amounts": {str(k): str(v) for k, v in sorted(result.datanet_amounts.items())},
         "allocations": {k: str(v) for k, v in sorted(result.allocations.items())},
+        "payout_leaf_encoding": PAYOUT_LEAF_TYPES,
+        "payout_leaves": [[leaf.index, leaf.account, str(leaf.amount)] for leaf in payout_leaves(result.allocations)],
         "payout_root": result.payout_root,
     }
     return Rendered(result=result, inputs=inputs, document=document, data=canonical_json(document))

@@ -64,15 +64,15 @@ contract ClaimFuzzTest is Fixture {
                 claimedTotal += amounts[i];
                 assertEq(token.balanceOf(accounts[i]), amounts[i], "paid its allocation");
                 vm.expectRevert(
-                    abi.encodeWithSelector(AttributionSettlement.AlreadyClaimed.selector, modelId, epoch, accounts[i])
+                    abi.encodeWithSelector(AttributionSettlement.AlreadyClaimed.selector, modelId, epoch, c.index)
                 );
                 settlement.claim(c);
             } else {
                 assertEq(token.balanceOf(accounts[i]), 0, "nothing paid");
             }
-            (,, uint256 onChain) = settlement.epochs(modelId, epoch);
-            assertEq(onChain, claimedTotal, "claimed total");
-            assertLe(onChain, cap, "never above cap");
+            (, uint96 unclaimed) = settlement.epochs(modelId, epoch);
+            assertEq(unclaimed, cap - claimedTotal, "unclaimed total");
+            assertTrue(settlement.isClaimed(modelId, epoch, c.index) == fits, "claimed bit");
         }
         assertEq(token.balanceOf(address(settlement)), held - claimedTotal, "settlement paid exactly the claims");
     }
@@ -123,7 +123,7 @@ contract ClaimFuzzTest is Fixture {
         uint256 dup = bound(dupRaw, 0, count - 1);
         cs[count] = cs[dup];
         vm.expectRevert(
-            abi.encodeWithSelector(AttributionSettlement.AlreadyClaimed.selector, modelId, cs[dup].epoch, accounts[2])
+            abi.encodeWithSelector(AttributionSettlement.AlreadyClaimed.selector, modelId, cs[dup].epoch, cs[dup].index)
         );
         settlement.claimMany(cs);
 
@@ -134,7 +134,7 @@ contract ClaimFuzzTest is Fixture {
         settlement.claimMany(unique);
         assertEq(token.balanceOf(accounts[2]), amounts[2] * count, "each epoch once");
         vm.expectRevert(
-            abi.encodeWithSelector(AttributionSettlement.AlreadyClaimed.selector, modelId, unique[0].epoch, accounts[2])
+            abi.encodeWithSelector(AttributionSettlement.AlreadyClaimed.selector, modelId, unique[0].epoch, unique[0].index)
         );
         settlement.claimMany(unique);
     }

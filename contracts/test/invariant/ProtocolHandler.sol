@@ -549,7 +549,7 @@ contract ProtocolHandler is CheatCodes {
         uint64 e = 1 + uint64(epochSeed % count); // < count, a uint64
         uint256 p = payeeSeed % 4;
         AttributionSettlement.Claim memory c = _claimFor(m, e, p);
-        bool wasClaimed = settlement.claimed(m, e, payees[p]);
+        bool wasClaimed = settlement.isClaimed(m, e, p);
         try settlement.claim(c) {
             if (wasClaimed) ghostDoubleClaims++;
             ghostClaimCount++;
@@ -577,7 +577,7 @@ contract ProtocolHandler is CheatCodes {
             for (uint64 e = 1; e <= ghostEpochCount[m] && n < 10; e++) {
                 if ((maskSeed >> (n % 256)) & 1 == 0) continue;
                 all[n++] = _claimFor(m, e, p);
-                anyClaimed = anyClaimed || settlement.claimed(m, e, payees[p]);
+                anyClaimed = anyClaimed || settlement.isClaimed(m, e, p);
             }
         }
         AttributionSettlement.Claim[] memory cs = new AttributionSettlement.Claim[](n);
@@ -596,12 +596,14 @@ contract ProtocolHandler is CheatCodes {
     function _claimFor(uint256 m, uint64 e, uint256 p) internal view returns (AttributionSettlement.Claim memory) {
         uint256[4] memory alloc = _epochs[m][e].alloc;
         bytes32[] memory tree = Merkle.build(_payees(), _toMemory(alloc));
+        // A payee's leaf index is its position in the payee list.
         return AttributionSettlement.Claim({
             modelId: m,
             epoch: e,
+            index: p,
             account: payees[p],
             amount: alloc[p],
-            proof: Merkle.proof(tree, payees[p], alloc[p])
+            proof: Merkle.proofAt(tree, p, payees[p], alloc[p])
         });
     }
 

@@ -242,10 +242,9 @@ contract AttributionSettlementTest is Fixture {
         settlement.settle(a, sigs);
 
         assertEq(settlement.lastEpoch(modelId), 1, "last epoch");
-        (bytes32 root, uint256 cap, uint256 claimedSoFar) = settlement.epochs(modelId, 1);
-        assertEq(root, tree[0], "root");
-        assertEq(cap, 80 ether, "cap");
-        assertEq(claimedSoFar, 0, "claimed");
+        (bytes20 rootPrefix, uint96 unclaimed) = settlement.epochs(modelId, 1);
+        assertEq(rootPrefix, bytes20(tree[0]), "root");
+        assertEq(unclaimed, 80 ether, "the whole cap is unclaimed");
         assertEq(settlement.carriedDust(modelId), 0, "dust");
         assertEq(token.balanceOf(protocolTreasury), 5 ether, "protocol paid");
         assertEq(token.balanceOf(builder), 15 ether, "owner paid");
@@ -409,6 +408,18 @@ contract AttributionSettlementTest is Fixture {
         );
     }
 
+    function test_settle_revertsWhenFeeTotalIsBelowCarriedDust() public {
+        _settle(_attestation(modelId, 1, 10 ether, 69 ether, keccak256("r1"))); // carries 1 ether
+        _fees(modelId, 5 ether);
+        AttributionSettlement.Attestation memory a = _fullAttestation(modelId, keccak256("r2"));
+        a.feeTotal = 1 ether - 1; // claims to spend less than the dust alone
+        _expectSettleRevert(
+            a,
+            _attest(a, QUORUM),
+            abi.encodeWithSelector(AttributionSettlement.FeeMismatch.selector, 1 ether - 1, 1 ether)
+        );
+    }
+
     function test_settle_revertsOnSplitMismatch() public {
         AttributionSettlement.Attestation memory a = _fullAttestation(modelId, keccak256("root"));
         a.protocolAmount -= 1;
@@ -477,9 +488,10 @@ contract AttributionSettlementTest is Fixture {
         vm.prank(stranger); // anyone may push a claim; the tokens still go to the account
         settlement.claim(c);
         assertEq(token.balanceOf(alice), before + aliceAmount, "alice paid");
-        assertTrue(settlement.claimed(modelId, epoch, alice), "flag");
-        (,, uint256 claimedSoFar) = settlement.epochs(modelId, epoch);
-        assertEq(claimedSoFar, aliceAmount, "claimed");
+        assertTrue(settlement.isClaimed(modelId, epoch, c.index), "flag");
+        assertFalse(settlement.isClaimed(modelId, epoch, 1 - c.index), "bob's flag");
+        (, uint96 unclaimed) = settlement.epochs(modelId, epoch);
+        assertEq(unclaimed, bobAmount, "what bob has not claimed yet");
 
         settlement.claim(_claimOf(modelId, epoch, bob, bobAmount, tree));
         assertEq(token.balanceOf(address(settlement)), 0, "fully claimed");
@@ -496,7 +508,18 @@ contract AttributionSettlementTest is Fixture {
         (uint64 epoch, bytes32[] memory tree, uint256 aliceAmount,) = _settleAll(modelId);
         AttributionSettlement.Claim memory c = _claimOf(modelId, epoch, alice, aliceAmount, tree);
         settlement.claim(c);
-        vm.expectRevert(abi.encodeWithSelector(AttributionSettlement.AlreadyClaimed.selector, modelId, epoch, alice));
+        vm.expectRevert(abi.encodeWithSelector(AttributionSettlement.AlreadyClaimed.selector, modelId, epoch, c.index));
+        settlement.claim(c);
+    }
+
+    function test_claim_revertsForAnotherLeafIndex() public {
+        (uint64 epoch, bytes32[] memory tree, uint256 aliceAmount,) = _settleAll(modelId);
+        AttributionSettlement.Claim memory c = _claimOf(modelId, epoch, alice, aliceAmount, tree);
+        c.index = 1 - c.index; // the proof is for (index, account, amount); another index is another leaf
+        vm.expectRevert(abi.encodeWithSelector(AttributionSettlement.InvalidProof.selector, modelId, epoch, alice));
+        settlement.claim(c);
+        c.index += 256; // same bit in another bitmap word
+        vm.expectRevert(abi.encodeWithSelector(AttributionSettlement.InvalidProof.selector, modelId, epoch, alice));
         settlement.claim(c);
     }
 
@@ -577,7 +600,7 @@ contract AttributionSettlementTest is Fixture {
         emit IERC20.Transfer(address(settlement), alice, a1 + a2 + a3); // one transfer
         settlement.claimMany(cs);
         assertEq(token.balanceOf(alice), before + a1 + a2 + a3, "paid");
-        assertTrue(settlement.claimed(other, e3, alice), "flag");
+        assertTrue(settlement.isClaimed(other, e3, cs[2].index), "flag");
     }
 
     function test_claimMany_emptyIsNoop() public {
@@ -591,18 +614,20 @@ contract AttributionSettlementTest is Fixture {
         AttributionSettlement.Claim[] memory cs = new AttributionSettlement.Claim[](2);
         cs[0] = _claimOf(modelId, epoch, alice, aliceAmount, tree);
         cs[1] = _claimOf(modelId, epoch, bob, bobAmount, tree);
-        vm.expectRevert(abi.encodeWithSelector(AttributionSettlement.InvalidProof.selector, modelId, epoch, bob));
+        vm.expectRevert(abi.encodeWithSelector(AttributionSettlement.MixedAccounts.selector, 1, bob, alice));
         settlement.claimMany(cs);
 
         cs[1] = cs[0];
-        vm.expectRevert(abi.encodeWithSelector(AttributionSettlement.AlreadyClaimed.selector, modelId, epoch, alice));
+        vm.expectRevert(
+            abi.encodeWithSelector(AttributionSettlement.AlreadyClaimed.selector, modelId, epoch, cs[0].index)
+        );
         settlement.claimMany(cs);
     }
 
     // ---------------------------------------------------------------- merkle interoperability
 
-    /// @dev Vector produced by `StandardMerkleTree.of(values, ["address", "uint256"])` of
-    /// npm openzeppelin merkle-tree 1.0.8.
+    /// @dev Vector produced by `StandardMerkleTree.of(values, ["uint256", "address", "uint256"])`
+    /// of npm openzeppelin merkle-tree 1.0.8, values (i, accounts[i], amounts[i]).
     function test_merkle_matchesJavaScriptLibrary() public {
         address[] memory accounts = new address[](5);
         uint256[] memory amounts = new uint256[](5);
@@ -616,19 +641,19 @@ contract AttributionSettlementTest is Fixture {
         amounts[2] = 1;
         amounts[3] = 1234567890;
         amounts[4] = 42;
-        bytes32 jsRoot = 0x49839ec12013ce0ee0be48dab3ee47712407b44ca356bc7cd8d56c788afb95a0;
+        bytes32 jsRoot = 0x2759dfa5aa29f9617847bbf2897ef0c8074bb7a615851cd387812258219f4f3d;
         bytes32[] memory tree = Merkle.build(accounts, amounts);
         assertEq(tree[0], jsRoot, "root");
 
-        bytes32[] memory p = Merkle.proof(tree, accounts[3], amounts[3]);
-        assertEq(p.length, 3, "proof length");
-        assertEq(p[0], 0x1124998b82bbf353a071bc9968f1d4732807483ddafab98f9e0f745b4e54c228, "p0");
-        assertEq(p[1], 0xeb02c421cfa48976e66dfb29120745909ea3a0f843456c263cf8f1253483e283, "p1");
-        assertEq(p[2], 0x8d00bd8d33bd92e6ade0ba2d87958d59727515200df528502b93c99dd3fa0256, "p2");
-        p = Merkle.proof(tree, accounts[0], amounts[0]);
-        assertEq(p.length, 2, "proof length 0");
-        assertEq(p[0], 0xb04a5c22a006549c45cf9218e5dc47e0ff9a96bbcc2f0e76e81152b8c57a2b5a, "q0");
-        assertEq(p[1], 0x8d00bd8d33bd92e6ade0ba2d87958d59727515200df528502b93c99dd3fa0256, "q1");
+        bytes32[] memory p = Merkle.proofAt(tree, 3, accounts[3], amounts[3]);
+        assertEq(p.length, 2, "proof length");
+        assertEq(p[0], 0x864aeed7b0b2280614a993529f60f945f555003ed8815ba2510661db9138c4e0, "p0");
+        assertEq(p[1], 0x88e65534e1f4ccd32fb56dce45aed520fef211a40c68c057c64f86382a339a18, "p1");
+        p = Merkle.proofAt(tree, 0, accounts[0], amounts[0]);
+        assertEq(p.length, 3, "proof length 0");
+        assertEq(p[0], 0x191d0f7d65eab0fa6c201d27df14a838bda49373c2ccb0fa0263334fcebd4d0e, "q0");
+        assertEq(p[1], 0xb073825d500211f87b4403e77622a9c288e297f202335a9bfb1588e11ae8ee8b, "q1");
+        assertEq(p[2], 0x298366b8b65dd0cfbb1db5f6cef4157139e344f53ff45262771f09db300417e5, "q2");
 
         // The contract accepts the JavaScript library's proofs.
         AttributionSettlement.Attestation memory a = _attestation(modelId, 1, 10 ether, 70 ether, jsRoot);

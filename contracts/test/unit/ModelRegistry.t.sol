@@ -71,6 +71,7 @@ contract ModelRegistryTest is Fixture {
         (address owner, address srv) = models.ownerAndServerOf(id);
         assertEq(owner, builder, "owner of");
         assertEq(srv, server, "server of");
+        assertEq(models.ownerOf(id), builder, "ownerOf");
         assertTrue(models.exists(id), "exists");
     }
 
@@ -258,5 +259,7 @@ contract ModelRegistryTest is Fixture {
         models.datanetIdsOf(2);
         vm.expectRevert(abi.encodeWithSelector(ModelRegistry.UnknownModel.selector, 3));
         models.ownerAndServerOf(3);
+        vm.expectRevert(abi.encodeWithSelector(ModelRegistry.UnknownModel.selector, 4));
+        models.ownerOf(4);
     }
 }

@@ -409,6 +409,9 @@ contract UsageEscrowTest is Fixture {
         vm.expectRevert(abi.encodeWithSelector(UsageEscrow.BadSeq.selector, 4, 0, 3));
         escrow.release(modelId, 4);
 
+        assertEq(escrow.releasable(modelId, 2), 3 ether, "releasable up to seq 2");
+        vm.expectRevert(abi.encodeWithSelector(UsageEscrow.BadSeq.selector, 4, 0, 3));
+        escrow.releasable(modelId, 4);
         vm.expectEmit(true, false, false, true, address(escrow));
         emit UsageEscrow.FeesReleased(modelId, 0, 2, 3 ether);
         uint256 amount = escrow.release(modelId, 2);

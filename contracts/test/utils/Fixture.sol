@@ -315,12 +315,9 @@ abstract contract Fixture is Test {
         pure
         returns (AttributionSettlement.Claim memory)
     {
+        (uint256 index, bytes32[] memory path) = Merkle.proof(tree, account, amount);
         return AttributionSettlement.Claim({
-            modelId: mId,
-            epoch: epoch,
-            account: account,
-            amount: amount,
-            proof: Merkle.proof(tree, account, amount)
+            modelId: mId, epoch: epoch, index: index, account: account, amount: amount, proof: path
         });
     }
 

@@ -259,7 +259,7 @@ class World:
         return True
 
     def claim(self) -> bool:
-        from provenant.settlement.epoch import payout_tree
+        from provenant.settlement.epoch import payout_leaf_of, payout_tree
 
         open_ = [(m, e, a) for (m, e), alloc in sorted(self.state.allocations.items()) for a in sorted(alloc)
                  if (m, e, a) not in self.state.claimed]
@@ -270,8 +270,10 @@ class World:
         claims = []
         for m, e, a in mine:
             alloc = self.state.allocations[(m, e)]
-            proof = payout_tree(alloc).get_proof([a, alloc[a]])
-            claims.append((m, e, a, alloc[a], [bytes.fromhex(p[2:]) for p in proof]))
+            leaf = payout_leaf_of(alloc, a)
+            assert leaf is not None  # open_ lists positive allocations only
+            proof = payout_tree(alloc).get_proof(leaf.value())
+            claims.append((m, e, leaf.index, a, leaf.amount, [bytes.fromhex(p[2:]) for p in proof]))
         self._send(self.by_address[account], self.c.settlement.functions.claimMany(claims))
         self.state.claimed.update(mine)
         return True
