@@ -1,0 +1,136 @@
+"""The backend: one FastAPI process for the web app and API clients.
+
+It mounts, each from the package whose job it is:
+- `/v1/config`: chain id, contract addresses and the SIWE domain the web app needs;
+- `/v1/auth/*`: Sign-In with Ethereum sessions (api/auth.py);
+- `/v1/datanets/{id}/uploads`: contribution uploads, signed-in only (api/uploads.py);
+- `/v1/index/*`: the indexer's query API over an index it keeps following in a background thread;
+- whatever extra routers the caller passes (serving, claims), and the built web app at `/`.
+
+Writes to the chain are never made here: the user's wallet signs them. The server only checks,
+stores and answers; every state-changing route depends on a SIWE session.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Sequence
+
+from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from provenant.api.auth import SiweSessions, create_auth_router, session_dependency
+from provenant.api.limits import RequestLimits
+from provenant.api.uploads import UploadDeps, create_uploads_router
+from provenant.chain.bindings import DatanetView, decode
+from provenant.chain.client import ChainClient
+from provenant.chain.deploy import Contracts
+from provenant.chain.errors import TransactionReverted
+from provenant.datanets.service import DatanetInfo, DatanetService
+from provenant.store import open_store
+
+log = logging.getLogger("provenant.api")
+REPO_WEB_DIST = Path(__file__).resolve().parents[3] / "web" / "dist"
+
+
+@dataclass
+class AppSettings:
+    rpc_url: str
+    home: Path
+    domain: str = "localhost:8000"  # what SIWE messages must name: the host[:port] users open
+    index_db: str | None = None  # SQLAlchemy URL or SQLite path; default <home>/index.sqlite
+    follow_chain: bool = True  # keep the index at the chain head in a background thread
+    web_dist: Path | None = None  # the built web app; default web/dist of this checkout when built
+    extra_routers: Sequence[APIRouter] = field(default_factory=tuple)
+
+
+class _Index:
+    """The indexer running beside the API, stopped with the app."""
+
+    def __init__(self, settings: AppSettings, manifest_path: Path) -> None:
+        from provenant_indexer.config import IndexerConfig
+        from provenant_indexer.db import open_index
+        from provenant_indexer.indexer import Indexer
+
+        self.engine = open_index(settings.index_db or str(settings.home / "index.sqlite"))
+        self.indexer = Indexer(self.engine, IndexerConfig.from_manifest(settings.rpc_url, manifest_path))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        def follow() -> None:
+            try:
+                self.indexer.follow(self._stop)
+            except Exception:  # a deep reorg halts indexing loudly; /v1/index/health reports it
+                log.exception("indexer stopped")
+
+        self._thread = threading.Thread(target=follow, name="indexer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+def create_app(settings: AppSettings) -> FastAPI:
+    client = ChainClient(settings.rpc_url)
+    contracts = Contracts.load(client, settings.home)
+    store = open_store(str(settings.home / "store"))
+    datanets = DatanetService(client, contracts, store)
+    sessions = SiweSessions(domain=settings.domain, chain_id=client.chain_id)
+    require_session = session_dependency(sessions)
+    index = _Index(settings, contracts.manifest.path_for(settings.home, client.chain_id))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.follow_chain:
+            index.start()
+        yield
+        index.stop()
+
+    app = FastAPI(title="Provenant", version="0.1.0", lifespan=lifespan,
+                  description="Datanets, attributed LoRA models, receipts and settlement.")
+    app.add_middleware(RequestLimits)
+
+    @app.get("/v1/config", tags=["config"])
+    def config() -> dict[str, Any]:
+        """What a wallet-connected client needs: the chain, the contracts, the SIWE domain."""
+        return {"chain_id": client.chain_id, "domain": settings.domain,
+                "contracts": {"token": contracts.token.address, "datanets": contracts.datanets.address,
+                              "models": contracts.models.address, "escrow": contracts.escrow.address,
+                              "settlement": contracts.settlement.address},
+                "deployment_block": contracts.manifest.block_number}
+
+    def datanet(datanet_id: int) -> DatanetInfo | None:
+        if datanet_id > datanets.count():
+            return None
+        return datanets.get(datanet_id)
+
+    def may_contribute(datanet_id: int, address: str) -> bool:
+        view = decode(DatanetView, client.call(contracts.datanets.functions.getDatanet(datanet_id)))
+        if not view.allowlisted:
+            return True
+        try:
+            return bool(client.call(contracts.datanets.functions.isAllowedContributor(datanet_id, address)))
+        except TransactionReverted:
+            return False
+
+    app.include_router(create_auth_router(sessions))
+    app.include_router(create_uploads_router(
+        UploadDeps(datanet=datanet, may_contribute=may_contribute, store=store, spool_dir=settings.home / "uploads"),
+        require_session))
+    from provenant_indexer.api import create_router as create_index_router
+
+    app.include_router(create_index_router(index.engine, status=index.indexer.status,
+                                           chain_head=lambda: client.w3.eth.block_number), prefix="/v1/index")
+    for router in settings.extra_routers:
+        app.include_router(router)
+    web = settings.web_dist or (REPO_WEB_DIST if (REPO_WEB_DIST / "index.html").exists() else None)
+    if web is not None:
+        app.mount("/", StaticFiles(directory=web, html=True), name="web")
+    return app
