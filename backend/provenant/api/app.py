@@ -127,7 +127,8 @@ def create_app(settings: AppSettings) -> FastAPI:
     from provenant_indexer.api import create_router as create_index_router
 
     app.include_router(create_index_router(index.engine, status=index.indexer.status,
-                                           chain_head=lambda: client.w3.eth.block_number), prefix="/v1/index")
+                                           chain_head=lambda: client.w3.eth.block_number), prefix="/v1/index",
+                       responses={404: {"description": "no such record in the index"}})
     for router in settings.extra_routers:
         app.include_router(router)
     web = settings.web_dist or (REPO_WEB_DIST if (REPO_WEB_DIST / "index.html").exists() else None)

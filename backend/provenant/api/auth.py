@@ -179,20 +179,23 @@ def create_auth_router(sessions: SiweSessions) -> APIRouter:
         value, expires = sessions.new_nonce()
         return NonceOut(nonce=value, expires_at=expires, domain=sessions.domain, chain_id=sessions.chain_id)
 
-    @router.post("/login", response_model=SessionOut, responses={401: {"description": "message or signature refused"}})
+    @router.post("/login", response_model=SessionOut,
+                 responses={401: {"description": "message or signature refused"}, 413: {"description": "message too long"}})
     def login(body: LoginIn) -> SessionOut:
         """Exchange a signed SIWE message for a bearer token."""
         token, session = sessions.login(body.message, body.signature)
         return SessionOut(address=session.address, expires_at=session.expires_at, token=token)
 
-    @router.get("/session", response_model=SessionOut)
+    unauthorised = {401: {"description": "no live session for the bearer token"}}
+
+    @router.get("/session", response_model=SessionOut, responses=unauthorised)
     # `= Depends(...)`, not Annotated: with postponed annotations FastAPI could not resolve the
     # closure's local `require_session` from a string.
     def current(session: Session = Depends(require_session)) -> SessionOut:
         """Who the bearer token belongs to, and until when."""
         return SessionOut(address=session.address, expires_at=session.expires_at)
 
-    @router.post("/logout", status_code=204)
+    @router.post("/logout", status_code=204, responses=unauthorised)
     def logout(authorization: Annotated[str | None, Header()] = None) -> None:
         """Revoke the bearer token."""
         token = _bearer(authorization)

@@ -110,9 +110,19 @@ async def _spool(request: Request, spool_dir: Path, limit: int) -> Path:
 def create_uploads_router(deps: UploadDeps, require_session: Callable[..., Session]) -> APIRouter:
     router = APIRouter(prefix="/v1/datanets", tags=["datanets"])
 
+    # The body is read as a stream (never parsed into memory by the framework), so its schema is
+    # declared here for the OpenAPI document rather than inferred from a parameter.
+    body_schema = {"type": "string", "format": "binary", "description": "the JSONL file, as it is"}
+    request_body = {"required": True, "content": {t: {"schema": body_schema} for t in (
+        "application/x-ndjson", "application/jsonl", "text/plain", "application/octet-stream")}}
+
     @router.post("/{datanet_id}/uploads", response_model=UploadOut, status_code=201,
+                 openapi_extra={"requestBody": request_body, "parameters": [
+                     {"name": "X-Filename", "in": "header", "required": False, "schema": {"type": "string"},
+                      "description": "the file's name, shown in messages"}]},
                  responses={s: {"description": d} for s, d in (
-                     (401, "no SIWE session"), (403, "not allowed to contribute"), (404, "unknown Datanet"),
+                     (400, "bad file name or header"), (401, "no SIWE session"), (403, "not allowed to contribute"),
+                     (404, "unknown Datanet"),
                      (413, "over the size limit"), (415, "wrong media type"), (422, "the rules refuse the file"))})
     async def upload(datanet_id: int, request: Request, session: Session = Depends(require_session)) -> Any:
         """Validate and store a contribution file; the wallet then records it with `contribute`."""
