@@ -116,6 +116,20 @@ def test_hostile_uploads_are_refused_and_store_nothing(api: TestClient, datanet_
     assert not (home / "uploads").exists() or list((home / "uploads").iterdir()) == []
 
 
+def test_repeats_of_recorded_rows_are_flagged(api: TestClient, chain: ChainClient, deployed: Contracts,
+                                              datanet_ids: dict[str, int]) -> None:
+    wallet = dev_accounts()[5]
+    headers = _login(api, wallet)
+    first = _upload(api, datanet_ids["open"], GOOD, headers).json()
+    assert [f["of_contribution"] for f in first["duplicates"]] == [None, None]  # lines 2, 3 repeat line 1
+    # The wallet records it on chain; the next upload of the same row is flagged against it.
+    chain.transact(wallet, deployed.datanets.functions.contribute(
+        datanet_ids["open"], bytes.fromhex(first["content_hash"][2:]), first["cid"], first["size"], first["row_count"]))
+    again = _upload(api, datanet_ids["open"], (json.dumps({**ROW, "text": ROW["text"].upper()}) + "\n").encode(),
+                    headers).json()
+    assert again["duplicates"] == [{"line": 1, "kind": "exact", "of_contribution": 1, "of_line": 1, "similarity": 1.0}]
+
+
 def test_unknown_and_allowlisted_datanets(api: TestClient, datanet_ids: dict[str, int]) -> None:
     headers = _login(api, dev_accounts()[5])
     assert _upload(api, 999, GOOD, headers).status_code == 404

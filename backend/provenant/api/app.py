@@ -122,7 +122,8 @@ def create_app(settings: AppSettings) -> FastAPI:
 
     app.include_router(create_auth_router(sessions))
     app.include_router(create_uploads_router(
-        UploadDeps(datanet=datanet, may_contribute=may_contribute, store=store, spool_dir=settings.home / "uploads"),
+        UploadDeps(datanet=datanet, may_contribute=may_contribute, duplicates=datanets.duplicate_index, store=store,
+                   spool_dir=settings.home / "uploads"),
         require_session))
     from provenant_indexer.api import create_router as create_index_router
 

@@ -5,7 +5,8 @@ application/x-ndjson, application/jsonl, text/plain or application/octet-stream;
 name in `X-Filename`). The body is streamed to a temporary file and cut off at the Datanet's
 byte limit, so no upload is ever held whole in memory or written past the limit; then it is
 validated line by line against the Datanet's rules and stored by CID. The answer carries what
-the wallet then passes to `DatanetRegistry.contribute` (content hash, CID, size, row count).
+the wallet then passes to `DatanetRegistry.contribute` (content hash, CID, size, row count),
+and the rows that repeat, exactly or nearly, the Datanet's pending and approved rows.
 
 Refused with 4xx and a message naming the problem, before anything is stored: no session
 (401), an unknown Datanet (404), a caller not allow-listed on an allow-listed Datanet (403),
@@ -27,6 +28,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 
 from provenant.api.auth import Session
+from provenant.datanets.duplicates import DuplicateIndex
 from provenant.datanets.service import DatanetInfo
 from provenant.datanets.validation import ContributionError, validate_contribution
 from provenant.store.blockstore import ContentStore
@@ -42,6 +44,7 @@ class UploadDeps:
 
     datanet: Callable[[int], DatanetInfo | None]  # None when the Datanet does not exist
     may_contribute: Callable[[int, str], bool]  # (datanet id, address) -> allowed by chain state
+    duplicates: Callable[[int], DuplicateIndex]  # the Datanet's pending and approved rows
     store: ContentStore
     spool_dir: Path  # where bodies are streamed before validation (same disk as the store)
 
@@ -54,6 +57,7 @@ class UploadOut(BaseModel):
     size: int
     row_count: int
     contributor: str
+    duplicates: list[dict[str, Any]]  # exact and near repeats, for the curators; not a refusal
 
 
 def checked_file_name(raw: str | None) -> str:
@@ -146,7 +150,9 @@ def create_uploads_router(deps: UploadDeps, require_session: Callable[..., Sessi
             cid = deps.store.put_file(path)
         finally:
             path.unlink(missing_ok=True)
+        flags = [f.to_json() for f in deps.duplicates(datanet_id).check(checked.rows)]
         return UploadOut(datanet_id=datanet_id, file=shown, cid=cid, content_hash="0x" + checked.sha256,
-                         size=checked.size, row_count=len(checked.rows), contributor=session.address)
+                         size=checked.size, row_count=len(checked.rows), contributor=session.address,
+                         duplicates=flags)
 
     return router

@@ -8,6 +8,7 @@ so a malformed or oversized file changes nothing; then its bytes go to the conte
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -19,6 +20,7 @@ from provenant.chain.bindings import ContributionView, DatanetView, decode
 from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts
 from provenant.chain.events import first_event
+from provenant.datanets.duplicates import DuplicateIndex
 from provenant.datanets.validation import DatanetRules, ValidatedFile, validate_contribution
 from provenant.store.blockstore import ContentStore
 
@@ -86,6 +88,8 @@ class DatanetService:
         self.client = client
         self.contracts = contracts
         self.store = store
+        self._duplicate_indexes: dict[int, DuplicateIndex] = {}
+        self._duplicates_lock = threading.Lock()
 
     # -- Datanets ----------------------------------------------------------------------
     def create(
@@ -168,6 +172,16 @@ class DatanetService:
         total = int(self.client.call(self.contracts.datanets.functions.contributionCount()))
         records = [self.contribution(i) for i in range(1, total + 1)]
         return [r for r in records if datanet_id is None or r.datanet_id == datanet_id]
+
+    def duplicate_index(self, datanet_id: int) -> DuplicateIndex:
+        """The Datanet's pending and approved rows, for duplicate flags; each contribution is read
+        once per service (its content is immutable), later ones are added as they appear."""
+        with self._duplicates_lock:
+            index = self._duplicate_indexes.setdefault(datanet_id, DuplicateIndex())
+            for record in self.contributions(datanet_id):
+                if record.status in (Status.PENDING, Status.APPROVED) and record.contribution_id not in index.contributions:
+                    index.add(record.contribution_id, self.load_rows(record))
+            return index
 
     def load_rows(self, record: ContributionRecord) -> tuple[dict[str, Any], ...]:
         """A contribution's rows, fetched by CID (integrity-checked) and re-validated."""
