@@ -147,3 +147,23 @@ def test_oversized_and_deeply_nested_json_bodies_are_4xx(api: TestClient) -> Non
 
 def test_index_routes_are_mounted(api: TestClient) -> None:
     assert api.get("/v1/index/datanets").status_code == 200
+
+
+def test_datanet_record_metadata_and_content(api: TestClient, datanet_ids: dict[str, int], home: Path) -> None:
+    body = api.get(f"/v1/datanets/{datanet_ids['open']}").json()
+    assert body["metadata"]["name"] == "tickets" and body["rules"]["labels"] == ["billing", "technical"]
+    assert body["allowlisted"] is False
+    assert api.get("/v1/datanets/99").status_code == 404
+    content = api.get(f"/v1/content/{body['metadata_cid']}")
+    assert content.status_code == 200 and json.loads(content.content)["name"] == "tickets"
+    assert api.get("/v1/content/not-a-cid").status_code == 422
+    assert api.get("/v1/content/bafkreiaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").status_code in (404, 422)
+
+    meta = {"name": "new one", "task": "classification", "labels": ["a", "b"]}
+    assert api.post("/v1/datanets/metadata", json=meta).status_code == 401
+    headers = _login(api, dev_accounts()[6])
+    stored = api.post("/v1/datanets/metadata", json=meta, headers=headers)
+    assert stored.status_code == 201, stored.text
+    assert json.loads(open_store(str(home / "store")).get(stored.json()["cid"]))["labels"] == ["a", "b"]
+    refused = api.post("/v1/datanets/metadata", json={**meta, "labels": ["a", "a"]}, headers=headers)
+    assert refused.status_code == 422 and "duplicate labels" in refused.json()["detail"]

@@ -157,8 +157,13 @@ def contribute(datanet_id: int, file: Path, rpc_url: RpcOpt = DEFAULT_RPC, home:
     session = _session(rpc_url, home)
     signer = _signer(session, key_env, keystore, dev_account)
     service = DatanetService(session.client, session.contracts, session.store)  # type: ignore[arg-type]
+    flags = service.duplicate_index(datanet_id).check(service.validate(datanet_id, file).rows)
     record = service.contribute(signer, datanet_id, file)
     console.print(f"contribution {record.contribution_id}: {record.cid} ({record.row_count} rows)")
+    for flag in flags:  # reported, not refused: the curators decide
+        where = f"line {flag.of_line}" if flag.of_contribution is None else \
+            f"contribution {flag.of_contribution} line {flag.of_line}"
+        console.print(f"  line {flag.line}: {flag.kind} duplicate of {where} (similarity {flag.similarity:.2f})")
 
 
 @app.command()
@@ -223,6 +228,21 @@ def serve(port: int = 8000, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAU
     signer = _signer(session, key_env, keystore, dev_account)
     service = ServingService(session.client, session.contracts, session.store, signer, CallLog(home / "calls"))  # type: ignore[arg-type]
     uvicorn.run(create_app(service), host="127.0.0.1", port=port)
+
+
+@app.command("app")
+def backend_app(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8000,
+                domain: Annotated[Optional[str], typer.Option(help="host[:port] SIWE messages must name "
+                                                                   "(default localhost:<port>)")] = None,
+                index_db: Annotated[Optional[str], typer.Option(help="index database URL or SQLite path")] = None,
+                rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME) -> None:
+    """Run the backend for the web app: config, SIWE sign-in, uploads, the index API and the built UI."""
+    import uvicorn
+
+    from provenant.api.app import AppSettings, create_app
+
+    settings = AppSettings(rpc_url=rpc_url, home=home, domain=domain or f"localhost:{port}", index_db=index_db)
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
 
 
 @app.command()

@@ -24,6 +24,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from provenant.api.auth import SiweSessions, create_auth_router, session_dependency
+from provenant.api.datanets import create_datanets_router
 from provenant.api.limits import RequestLimits
 from provenant.api.uploads import UploadDeps, create_uploads_router
 from provenant.chain.bindings import DatanetView, decode
@@ -82,12 +83,18 @@ def create_app(settings: AppSettings) -> FastAPI:
     contracts = Contracts.load(client, settings.home)
     store = open_store(str(settings.home / "store"))
     datanets = DatanetService(client, contracts, store)
-    sessions = SiweSessions(domain=settings.domain, chain_id=client.chain_id)
+    sessions = SiweSessions(domain=settings.domain, chain_id=client.chain_id, path=settings.home / "sessions.sqlite")
     require_session = session_dependency(sessions)
     index = _Index(settings, contracts.manifest.path_for(settings.home, client.chain_id))
 
+    spool_dir = settings.home / "uploads"
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # No upload is in flight before the app serves: any spooled body left is from a killed
+        # process, whose client got no answer and will retry (the same bytes give the same CID).
+        for leftover in spool_dir.glob("upload-*"):
+            leftover.unlink(missing_ok=True)
         if settings.follow_chain:
             index.start()
         yield
@@ -121,9 +128,10 @@ def create_app(settings: AppSettings) -> FastAPI:
             return False
 
     app.include_router(create_auth_router(sessions))
+    app.include_router(create_datanets_router(datanets, store, require_session))
     app.include_router(create_uploads_router(
         UploadDeps(datanet=datanet, may_contribute=may_contribute, duplicates=datanets.duplicate_index, store=store,
-                   spool_dir=settings.home / "uploads"),
+                   spool_dir=spool_dir),
         require_session))
     from provenant_indexer.api import create_router as create_index_router
 

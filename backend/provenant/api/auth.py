@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import sqlite3
 import threading
 import time
 import warnings
@@ -24,13 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Annotated, Callable
 
+from pathlib import Path
+
 from fastapi import APIRouter, Depends, Header, HTTPException
 from pydantic import BaseModel, Field
-
-with warnings.catch_warnings():
-    # siwe's EIP-4361 grammar redefines RFC 5234 core rules; abnf warns about it on import.
-    warnings.simplefilter("ignore")
-    from siwe import DomainMismatch, ExpiredMessage, InvalidSignature, NonceMismatch, SiweMessage, VerificationError
 
 NONCE_TTL_S = 300.0
 MAX_OUTSTANDING_NONCES = 10_000  # oldest evicted first: nonce requests cannot grow memory without bound
@@ -48,17 +46,44 @@ class Session:
     expires_at: float  # unix seconds
 
 
+def _siwe():  # type: ignore[no-untyped-def]
+    """The siwe package, imported on first sign-in: building its ABNF grammar takes ~0.5 s."""
+    with warnings.catch_warnings():
+        # siwe's EIP-4361 grammar redefines RFC 5234 core rules; abnf warns about it on import.
+        warnings.simplefilter("ignore")
+        import siwe
+
+    return siwe
+
+
 @dataclass
 class SiweSessions:
-    """Issued nonces and live sessions of one server (in memory: a restart only means signing in again)."""
+    """Issued nonces (in memory: they live five minutes) and sessions (in memory, and in a SQLite
+    file when `path` is given, so that a restart does not sign everyone out)."""
 
     domain: str  # host[:port] the wallet shows the user, e.g. "localhost:8000"
     chain_id: int
     max_session_s: float = 24 * 3600.0
     clock: Callable[[], float] = time.time
+    path: Path | None = None
     _nonces: OrderedDict[str, float] = field(default_factory=OrderedDict)
     _sessions: dict[str, Session] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._db() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS sessions (digest TEXT PRIMARY KEY, address TEXT NOT NULL, "
+                       "expires_at REAL NOT NULL)")
+            db.execute("DELETE FROM sessions WHERE expires_at <= ?", (self.clock(),))
+            for digest, address, expires_at in db.execute("SELECT digest, address, expires_at FROM sessions"):
+                self._sessions[digest] = Session(address=address, expires_at=expires_at)
+
+    def _db(self) -> sqlite3.Connection:
+        assert self.path is not None
+        return sqlite3.connect(self.path, timeout=10, isolation_level=None)  # autocommit: one statement each
 
     def new_nonce(self) -> tuple[str, float]:
         nonce = secrets.token_hex(16)  # EIP-4361: at least 8 alphanumeric characters
@@ -81,8 +106,9 @@ class SiweSessions:
     def login(self, message: str, signature: str) -> tuple[str, Session]:
         if len(message.encode()) > MAX_MESSAGE_BYTES:
             raise AuthError(f"SIWE message over {MAX_MESSAGE_BYTES} bytes", status_code=413)
+        siwe = _siwe()
         try:
-            parsed = SiweMessage.from_message(message)
+            parsed = siwe.SiweMessage.from_message(message)
         except Exception as exc:  # the parser raises several types; all mean "not EIP-4361"
             raise AuthError(f"not a Sign-In with Ethereum (EIP-4361) message: {type(exc).__name__}") from None
         if parsed.domain != self.domain:
@@ -99,18 +125,21 @@ class SiweSessions:
         try:
             parsed.verify(signature, domain=self.domain, nonce=parsed.nonce,
                           timestamp=datetime.fromtimestamp(now, tz=timezone.utc))
-        except ExpiredMessage:
+        except siwe.ExpiredMessage:
             raise AuthError("message expired") from None
-        except (DomainMismatch, NonceMismatch) as exc:  # checked above; kept for defence in depth
+        except (siwe.DomainMismatch, siwe.NonceMismatch) as exc:  # checked above; kept for defence in depth
             raise AuthError(f"message rejected: {type(exc).__name__}") from None
-        except InvalidSignature:
+        except siwe.InvalidSignature:
             raise AuthError(f"signature is not by {parsed.address}") from None
-        except VerificationError as exc:  # not-before in the future, malformed signature, ...
+        except siwe.VerificationError as exc:  # not-before in the future, malformed signature, ...
             raise AuthError(f"message rejected: {type(exc).__name__}") from None
         token = secrets.token_urlsafe(32)
         session = Session(address=parsed.address, expires_at=expires_at)
         with self._lock:
             self._sessions[_digest(token)] = session
+            if self.path is not None:
+                with self._db() as db:
+                    db.execute("INSERT INTO sessions VALUES (?, ?, ?)", (_digest(token), session.address, expires_at))
         return token, session
 
     def session(self, token: str) -> Session:
@@ -126,6 +155,9 @@ class SiweSessions:
     def logout(self, token: str) -> None:
         with self._lock:
             self._sessions.pop(_digest(token), None)
+            if self.path is not None:
+                with self._db() as db:
+                    db.execute("DELETE FROM sessions WHERE digest = ?", (_digest(token),))
 
 
 def _digest(token: str) -> str:

@@ -15,9 +15,10 @@ import hashlib
 import json
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from datasketch import MinHash, MinHashLSH
+if TYPE_CHECKING:
+    from datasketch import MinHash, MinHashLSH
 
 NEAR_THRESHOLD = 0.8
 NUM_PERM = 128
@@ -54,6 +55,8 @@ def content_key(row: dict[str, Any]) -> str:
 
 
 def minhash(text: str) -> MinHash:
+    from datasketch import MinHash  # imported on first use: it pulls in scipy (~0.4 s)
+
     words = text.split()
     shingles = [" ".join(words[i:i + SHINGLE_WORDS]) for i in range(max(1, len(words) - SHINGLE_WORDS + 1))]
     m = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED)
@@ -72,6 +75,8 @@ class DuplicateIndex:
     """The rows already in a Datanet, by exact content key and by MinHash LSH."""
 
     def __init__(self, threshold: float = NEAR_THRESHOLD) -> None:
+        from datasketch import MinHashLSH
+
         self.threshold = threshold
         self._exact: dict[str, tuple[int, int]] = {}  # key -> (contribution, line), first seen
         self._hashes: dict[str, MinHash] = {}
@@ -95,6 +100,8 @@ class DuplicateIndex:
         """Flags for `rows` against the index and against their own earlier lines (one per line)."""
         flags: list[DuplicateFlag] = []
         own_exact: dict[str, int] = {}
+        from datasketch import MinHashLSH
+
         own = MinHashLSH(threshold=_candidate_threshold(self.threshold), num_perm=NUM_PERM)
         own_hashes: dict[str, MinHash] = {}
         for line, row in enumerate(rows, start=1):
