@@ -88,8 +88,51 @@ def test_progress_reports_every_epoch_and_eval() -> None:
     events: list[dict] = []
     train_classifier(TRAIN[:24], LoraSettings(epochs=2, max_length=16), eval_examples=HELD_OUT[:6],
                      progress=events.append)
-    assert [e["epoch"] for e in events if e["stage"] == "train"] == [1, 2]
+    assert [e["epoch"] for e in events if e["stage"] == "epoch"] == [1, 2]
+    steps = [e for e in events if e["stage"] == "train"]
+    assert [(e["epoch"], e["step"]) for e in steps] == [(1, 1), (1, 2), (2, 1), (2, 2)]  # 24 rows, batch 16
+    assert steps[-1]["eta_seconds"] == 0 and all(e["examples_per_second"] > 0 for e in steps)
     assert events[-1]["stage"] == "eval"
+
+
+class _MemoryCheckpoints:
+    """Checkpoints kept in memory; cancels the run once `cancel_after` epochs are saved."""
+
+    def __init__(self, cancel_after: int | None = None) -> None:
+        self.state: dict | None = None
+        self.saved = 0
+        self.cancel_after = cancel_after
+
+    def load(self) -> dict | None:
+        return self.state
+
+    def save(self, state: dict) -> None:
+        import io
+
+        buffer = io.BytesIO()  # a real round trip through torch.save, as the job store does
+        torch.save(state, buffer)
+        buffer.seek(0)
+        self.state = torch.load(buffer, weights_only=False)
+        self.saved += 1
+
+    def cancelled(self) -> bool:
+        return self.cancel_after is not None and self.saved >= self.cancel_after
+
+
+@pytest.mark.slow
+def test_a_cancelled_then_resumed_training_ends_with_the_uninterrupted_adapter() -> None:
+    from provenant.factory.train import TrainingCancelled
+
+    settings = LoraSettings(epochs=3, batch_size=8, max_length=16, seed=5, dropout=0.1)  # dropout: RNG state matters
+    rows = TRAIN[:32]
+    straight = train_classifier(rows, settings)
+    checkpoints = _MemoryCheckpoints(cancel_after=1)
+    with pytest.raises(TrainingCancelled, match="epoch 2"):
+        train_classifier(rows, settings, checkpoints=checkpoints)
+    checkpoints.cancel_after = None
+    resumed = train_classifier(rows, settings, checkpoints=checkpoints)
+    assert resumed.adapter_bytes == straight.adapter_bytes
+    assert resumed.metrics["train_loss"] == straight.metrics["train_loss"]
 
 
 @pytest.mark.slow

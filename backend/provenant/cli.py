@@ -210,7 +210,11 @@ def train(name: str, datanets: Annotated[str, typer.Option(help="comma-separated
     factory = ModelFactory(session.client, contracts, store, DatanetService(session.client, contracts, store))  # type: ignore[arg-type]
     request = ModelRequest(name=name, datanet_ids=tuple(int(d) for d in datanets.split(",")), server=server,
                            price_per_call=price, settings=LoraSettings(epochs=epochs, seed=seed))
-    model = factory.build(signer, request, progress=lambda p: err.print(p))
+    def progress(p: dict) -> None:  # per-step progress is for jobs and the UI; the CLI prints epochs
+        if p.get("stage") != "train":
+            err.print({k: round(v, 4) if isinstance(v, float) else v for k, v in p.items()})
+
+    model = factory.build(signer, request, progress=progress)
     console.print(f"model {model.model_id}: manifest {model.manifest_cid}, lineage root {model.manifest.lineage_root}")
 
 

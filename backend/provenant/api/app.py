@@ -4,6 +4,8 @@ It mounts, each from the package whose job it is:
 - `/v1/config`: chain id, contract addresses and the SIWE domain the web app needs;
 - `/v1/auth/*`: Sign-In with Ethereum sessions (api/auth.py);
 - `/v1/datanets/{id}/uploads`: contribution uploads, signed-in only (api/uploads.py);
+- `/v1/datanets/{id}`, `/v1/datanets/metadata`, `/v1/content/{cid}`: records and public content;
+- `/v1/jobs`: Model Factory training jobs with live progress (api/jobs.py, factory/jobs.py);
 - `/v1/index/*`: the indexer's query API over an index it keeps following in a background thread;
 - whatever extra routers the caller passes (serving, claims), and the built web app at `/`.
 
@@ -18,13 +20,14 @@ import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from provenant.api.auth import SiweSessions, create_auth_router, session_dependency
 from provenant.api.datanets import create_datanets_router
+from provenant.api.jobs import create_jobs_router
 from provenant.api.limits import RequestLimits
 from provenant.api.uploads import UploadDeps, create_uploads_router
 from provenant.chain.bindings import DatanetView, decode
@@ -32,7 +35,11 @@ from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts
 from provenant.chain.errors import TransactionReverted
 from provenant.datanets.service import DatanetInfo, DatanetService
+from provenant.factory.jobs import JobRunner, JobStore
 from provenant.store import open_store
+
+if TYPE_CHECKING:
+    from provenant.factory.builder import ModelFactory
 
 log = logging.getLogger("provenant.api")
 REPO_WEB_DIST = Path(__file__).resolve().parents[3] / "web" / "dist"
@@ -45,6 +52,7 @@ class AppSettings:
     domain: str = "localhost:8000"  # what SIWE messages must name: the host[:port] users open
     index_db: str | None = None  # SQLAlchemy URL or SQLite path; default <home>/index.sqlite
     follow_chain: bool = True  # keep the index at the chain head in a background thread
+    run_jobs: bool = True  # run queued training jobs in a background thread
     web_dist: Path | None = None  # the built web app; default web/dist of this checkout when built
     extra_routers: Sequence[APIRouter] = field(default_factory=tuple)
 
@@ -86,6 +94,12 @@ def create_app(settings: AppSettings) -> FastAPI:
     sessions = SiweSessions(domain=settings.domain, chain_id=client.chain_id, path=settings.home / "sessions.sqlite")
     require_session = session_dependency(sessions)
     index = _Index(settings, contracts.manifest.path_for(settings.home, client.chain_id))
+    def factory() -> "ModelFactory":
+        from provenant.factory.builder import ModelFactory  # torch and peft load with the first job
+
+        return ModelFactory(client, contracts, store, datanets)
+
+    runner = JobRunner(JobStore(settings.home / "jobs"), factory)
 
     spool_dir = settings.home / "uploads"
 
@@ -97,7 +111,10 @@ def create_app(settings: AppSettings) -> FastAPI:
             leftover.unlink(missing_ok=True)
         if settings.follow_chain:
             index.start()
+        if settings.run_jobs:
+            runner.start()  # resumes any training a previous process left running
         yield
+        runner.stop()
         index.stop()
 
     app = FastAPI(title="Provenant", version="0.1.0", lifespan=lifespan,
@@ -129,6 +146,7 @@ def create_app(settings: AppSettings) -> FastAPI:
 
     app.include_router(create_auth_router(sessions))
     app.include_router(create_datanets_router(datanets, store, require_session))
+    app.include_router(create_jobs_router(runner, require_session))
     app.include_router(create_uploads_router(
         UploadDeps(datanet=datanet, may_contribute=may_contribute, duplicates=datanets.duplicate_index, store=store,
                    spool_dir=spool_dir),

@@ -19,7 +19,7 @@ from provenant.chain.events import first_event
 from provenant.datanets.service import ContributionRecord, DatanetService, Status
 from provenant.datanets.validation import rows_hash
 from provenant.factory.lineage import LineageEntry, Manifest, config_hash, lineage_root, sha256_0x
-from provenant.factory.train import Example, LoraSettings, train_classifier
+from provenant.factory.train import Checkpoints, Example, LoraSettings, train_classifier
 from provenant.serving.engine import Classifier
 from provenant.store.blockstore import ContentStore
 
@@ -78,14 +78,20 @@ class ModelFactory:
         self.store = store
         self.datanets = datanets
 
-    def select(self, datanet_ids: tuple[int, ...]) -> Selection:
-        """Every approved contribution of the chosen Datanets, rows fetched and verified."""
+    def select(self, datanet_ids: tuple[int, ...], only: tuple[int, ...] | None = None) -> Selection:
+        """Every approved contribution of the chosen Datanets (or exactly `only`, a selection frozen
+        earlier, each still approved), rows fetched and verified."""
         records = tuple(
             sorted(
                 (r for d in datanet_ids for r in self.datanets.contributions(d) if r.status == Status.APPROVED),
                 key=lambda r: r.contribution_id,
             )
         )
+        if only is not None:
+            missing = sorted(set(only) - {r.contribution_id for r in records})
+            if missing:
+                raise ValueError(f"contributions {missing} of the frozen selection are no longer approved")
+            records = tuple(r for r in records if r.contribution_id in set(only))
         if not records:
             raise ValueError(f"Datanets {list(datanet_ids)} have no approved contributions to train on")
         return Selection(records=records, rows={r.contribution_id: self.datanets.load_rows(r) for r in records})
@@ -93,12 +99,19 @@ class ModelFactory:
     def build(
         self, builder: LocalAccount, request: ModelRequest, progress: Callable[[dict], None] | None = None
     ) -> RegisteredModel:
-        selection = self.select(request.datanet_ids)
+        manifest, manifest_cid = self.make(request, self.select(request.datanet_ids), progress=progress)
+        model_id = self.register(builder, request, manifest, manifest_cid)
+        return RegisteredModel(model_id=model_id, manifest_cid=manifest_cid, manifest=manifest)
+
+    def make(self, request: ModelRequest, selection: Selection, progress: Callable[[dict], None] | None = None,
+             checkpoints: Checkpoints | None = None) -> tuple[Manifest, str]:
+        """Train on a selection, build the attribution index, store everything; (manifest, its CID)."""
         examples = selection.examples()
         entries = selection.lineage()
         root = lineage_root(entries)
 
-        trained = train_classifier(examples, request.settings, base_model=request.base_model, progress=progress)
+        trained = train_classifier(examples, request.settings, base_model=request.base_model, progress=progress,
+                                   checkpoints=checkpoints)
         classifier = Classifier.load(trained.adapter_bytes, trained.config)
         index = build_index(classifier, examples, request.index_settings)
 
@@ -129,12 +142,23 @@ class ModelFactory:
             index_cid=index_cid,
             metrics=trained.metrics,
         )
-        manifest_cid = self.store.put(manifest.to_bytes())
-        model_id = self.register(builder, request, manifest, manifest_cid)
-        return RegisteredModel(model_id=model_id, manifest_cid=manifest_cid, manifest=manifest)
+        return manifest, self.store.put(manifest.to_bytes())
+
+    def registration(self, request: ModelRequest, manifest: Manifest, manifest_cid: str) -> dict[str, Any]:
+        """The `registerModel` ModelSpec as JSON (0x-hex bytes), for a wallet to send."""
+        names = ("name", "baseModel", "datanetIds", "contributionIds", "lineageRoot", "configHash", "adapterCid",
+                 "adapterHash", "manifestCid", "parentId", "pricePerCall", "server")
+        values = self._spec(request, manifest, manifest_cid)
+        return {k: ("0x" + v.hex() if isinstance(v, bytes) else str(v) if k == "pricePerCall" else v)
+                for k, v in zip(names, values)}
 
     def register(self, builder: LocalAccount, request: ModelRequest, manifest: Manifest, manifest_cid: str) -> int:
-        spec = (
+        spec = self._spec(request, manifest, manifest_cid)
+        result = self.client.transact(builder, self.contracts.models.functions.registerModel(spec))
+        return int(first_event(self.contracts.models, "ModelRegistered", result.logs)["modelId"])
+
+    def _spec(self, request: ModelRequest, manifest: Manifest, manifest_cid: str) -> tuple[Any, ...]:
+        return (
             request.name,
             manifest.base_model,
             list(manifest.datanet_ids),
@@ -148,5 +172,3 @@ class ModelFactory:
             request.price_per_call,
             request.server,
         )
-        result = self.client.transact(builder, self.contracts.models.functions.registerModel(spec))
-        return int(first_event(self.contracts.models, "ModelRegistered", result.logs)["modelId"])

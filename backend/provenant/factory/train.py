@@ -15,12 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 import torch
 
 from provenant.factory.base_models import DEFAULT_BASE_MODEL, load_base_model
 from provenant.factory.model import (ADAPTER_FORMAT, LoraClassifier, adapter_to_bytes, build_lora_classifier,
-                                     encode, example_loss, trainable_parameters)
+                                     encode, example_loss, load_adapter_bytes, trainable_parameters)
 
 
 _TRAINING_LOCK = threading.Lock()
@@ -75,6 +76,24 @@ class LoraSettings:
         return cls(**{**data, "target_modules": tuple(data["target_modules"])})
 
 
+class TrainingCancelled(RuntimeError):
+    """Raised between steps when `Checkpoints.cancelled()` says so; the last checkpoint stays."""
+
+
+class Checkpoints(Protocol):
+    """Where a training saves its state after each epoch and reads it back to resume.
+
+    A resumed training ends with the same adapter bytes as an uninterrupted one: the state holds
+    the trainable tensors, the optimizer's moments, the batch-order generator and the global RNG
+    (dropout), all as they were at the end of the last finished epoch."""
+
+    def load(self) -> dict[str, Any] | None: ...
+
+    def save(self, state: dict[str, Any]) -> None: ...
+
+    def cancelled(self) -> bool: ...
+
+
 @dataclass
 class TrainedAdapter:
     adapter_bytes: bytes  # safetensors: every trainable tensor (LoRA + head), sorted by name
@@ -84,15 +103,17 @@ class TrainedAdapter:
 
 def train_classifier(examples: Sequence[Example], settings: LoraSettings, base_model: str = DEFAULT_BASE_MODEL,
                      eval_examples: Sequence[Example] = (),
-                     progress: Callable[[dict], None] | None = None) -> TrainedAdapter:
+                     progress: Callable[[dict], None] | None = None,
+                     checkpoints: Checkpoints | None = None) -> TrainedAdapter:
     """Fine-tune LoRA + a linear head on `examples`; return the adapter, its config and metrics."""
-    adapter, _ = fit_classifier(examples, settings, base_model, eval_examples, progress)
+    adapter, _ = fit_classifier(examples, settings, base_model, eval_examples, progress, checkpoints)
     return adapter
 
 
 def fit_classifier(examples: Sequence[Example], settings: LoraSettings, base_model: str = DEFAULT_BASE_MODEL,
                    eval_examples: Sequence[Example] = (),
-                   progress: Callable[[dict], None] | None = None) -> tuple[TrainedAdapter, LoraClassifier]:
+                   progress: Callable[[dict], None] | None = None,
+                   checkpoints: Checkpoints | None = None) -> tuple[TrainedAdapter, LoraClassifier]:
     """`train_classifier`, also returning the trained in-memory module (eval mode)."""
     if len(examples) == 0:
         raise ValueError("cannot train on zero examples")
@@ -115,15 +136,27 @@ def fit_classifier(examples: Sequence[Example], settings: LoraSettings, base_mod
     order_rng = torch.Generator().manual_seed(settings.seed)
 
     n, bs = len(examples), settings.batch_size
+    steps_per_epoch = -(-n // bs)
     epoch_losses: list[float] = []
     started = time.perf_counter()
+    resumed = checkpoints.load() if checkpoints is not None else None
     with _TRAINING_LOCK, torch.random.fork_rng(devices=[]):  # dropout uses the global RNG: seed, then restore
         torch.manual_seed(settings.seed)
+        first_epoch = 0
+        if resumed is not None:
+            load_adapter_bytes(model, resumed["adapter"])
+            optimizer.load_state_dict(resumed["optimizer"])
+            order_rng.set_state(resumed["order_rng"])
+            torch.set_rng_state(resumed["global_rng"])
+            epoch_losses = list(resumed["epoch_losses"])
+            first_epoch = len(epoch_losses)
         model.train()
-        for epoch in range(settings.epochs):
+        for epoch in range(first_epoch, settings.epochs):
             order = torch.randperm(n, generator=order_rng).tolist()
             total = 0.0
-            for start in range(0, n, bs):
+            for step, start in enumerate(range(0, n, bs)):
+                if checkpoints is not None and checkpoints.cancelled():
+                    raise TrainingCancelled(f"cancelled at epoch {epoch + 1}, step {step + 1}")
                 idx = order[start:start + bs]
                 input_ids, attention_mask = encode(base.tokenizer, [texts[i] for i in idx], settings.max_length)
                 loss = example_loss(model(input_ids, attention_mask), targets[idx])
@@ -131,9 +164,21 @@ def fit_classifier(examples: Sequence[Example], settings: LoraSettings, base_mod
                 loss.backward()
                 optimizer.step()
                 total += loss.item() * len(idx)
+                if progress is not None:
+                    done = (epoch - first_epoch) * steps_per_epoch + step + 1
+                    left = (settings.epochs - first_epoch) * steps_per_epoch - done
+                    elapsed = time.perf_counter() - started
+                    progress({"stage": "train", "epoch": epoch + 1, "epochs": settings.epochs, "step": step + 1,
+                              "steps": steps_per_epoch, "loss": loss.item(),
+                              "examples_per_second": done * bs / elapsed if elapsed > 0 else 0.0,
+                              "eta_seconds": elapsed / done * left})
             epoch_losses.append(total / n)
+            if checkpoints is not None:
+                checkpoints.save({"adapter": adapter_to_bytes(model), "optimizer": optimizer.state_dict(),
+                                  "order_rng": order_rng.get_state(), "global_rng": torch.get_rng_state(),
+                                  "epoch_losses": list(epoch_losses)})
             if progress is not None:
-                progress({"stage": "train", "epoch": epoch + 1, "epochs": settings.epochs,
+                progress({"stage": "epoch", "epoch": epoch + 1, "epochs": settings.epochs,
                           "train_loss": epoch_losses[-1], "seconds": time.perf_counter() - started})
         model.eval()
     seconds = time.perf_counter() - started

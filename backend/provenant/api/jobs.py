@@ -1,0 +1,103 @@
+"""Model Factory jobs over HTTP: launch, list, follow and cancel trainings (factory/jobs.py).
+
+Launching and cancelling need a SIWE session; a job belongs to whoever launched it and only
+they may cancel it. A finished job's result holds the `registerModel` fields for the owner's
+wallet (the server never registers models on anyone's behalf).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Callable
+
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel, Field
+
+from provenant.api.auth import Session
+from provenant.factory.jobs import JobRunner
+
+ADDRESS = r"^0x[0-9a-fA-F]{40}$"
+
+
+class LoraIn(BaseModel):
+    rank: int = Field(8, ge=1, le=256)
+    alpha: int = Field(16, ge=1, le=1024)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1, max_length=16)
+    learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
+    epochs: int = Field(3, ge=1, le=100)
+    batch_size: int = Field(16, ge=1, le=1024)
+    max_length: int = Field(64, ge=2, le=4096)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+
+
+class JobIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[\w.\-/]+$")
+    datanet_ids: list[int] = Field(min_length=1, max_length=64)
+    base_model: str = Field("minilm", max_length=200)
+    lora: LoraIn = Field(default_factory=LoraIn)
+    server: str | None = Field(None, pattern=ADDRESS, description="serving key; default the caller")
+    price_per_call: int = Field(10**15, ge=0, le=10**30)
+    load_in_4bit: bool = Field(False, description="QLoRA-style 4-bit base; needs CUDA and bitsandbytes")
+
+
+def qlora_unavailable() -> str | None:
+    """Why 4-bit base loading cannot run here, or None when it can."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return "4-bit (QLoRA) base loading needs a CUDA GPU; this machine has none"
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "4-bit (QLoRA) base loading needs the bitsandbytes package, which is not installed"
+    return "4-bit (QLoRA) base loading is not wired into the Model Factory yet"
+
+
+def create_jobs_router(runner: JobRunner, require_session: Callable[..., Session]) -> APIRouter:
+    router = APIRouter(prefix="/v1/jobs", tags=["factory"])
+    store = runner.store
+
+    def get(job_id: str) -> dict[str, Any]:
+        try:
+            return asdict(store.get(job_id))
+        except KeyError:
+            raise HTTPException(404, f"no training job {job_id!r}") from None
+
+    @router.post("", status_code=202, responses={401: {"description": "no SIWE session"},
+                                                 422: {"description": "bad settings"}})
+    def launch(body: JobIn, session: Session = Depends(require_session)) -> dict[str, Any]:
+        """Queue a training job on the approved contributions of the chosen Datanets."""
+        if body.load_in_4bit:
+            raise HTTPException(422, qlora_unavailable())
+        from provenant.factory.builder import ModelRequest  # torch loads here, not at server start
+        from provenant.factory.train import LoraSettings
+
+        try:
+            settings = LoraSettings(**body.lora.model_dump())
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        request = ModelRequest(name=body.name, datanet_ids=tuple(body.datanet_ids), server=body.server or session.address,
+                               price_per_call=body.price_per_call, base_model=body.base_model, settings=settings)
+        return asdict(runner.submit(owner=session.address, request=request))
+
+    @router.get("")
+    def jobs() -> list[dict[str, Any]]:
+        """Every job, oldest first, with its state and latest progress."""
+        return [asdict(j) for j in store.list()]
+
+    @router.get("/{job_id}", responses={404: {"description": "no such job"}})
+    def job(job_id: str) -> dict[str, Any]:
+        """One job: state, live progress (step, epoch, loss, examples/s, ETA) and result."""
+        return get(job_id)
+
+    @router.post("/{job_id}/cancel", responses={401: {"description": "no SIWE session"},
+                                                403: {"description": "not the job's owner"},
+                                                404: {"description": "no such job"}})
+    def cancel(job_id: str, session: Session = Depends(require_session)) -> dict[str, Any]:
+        """Cancel a queued job, or stop a running one at its next training step."""
+        if get(job_id)["owner"] != session.address:
+            raise HTTPException(403, "only the account that launched a job may cancel it")
+        return asdict(store.cancel(job_id))
+
+    return router

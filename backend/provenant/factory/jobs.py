@@ -1,0 +1,223 @@
+"""Training jobs: create, list, follow, cancel; persisted on disk and resumed after a crash.
+
+A job lives in `<home>/jobs/<id>/`: `job.json` (spec, state, progress, result; replaced
+atomically on every update) and `checkpoint.pt` (the training state after the last finished
+epoch). The runner trains one job at a time in a background thread (trainings share the
+process-global dropout RNG, see factory/train.py). When the process dies mid-training, the next
+runner finds the job still `running`, and resumes it from its checkpoint with the selection that
+was frozen before training began, ending with the adapter an uninterrupted run would give.
+
+When the runner holds a builder key (the CLI), a finished job registers its model on chain;
+otherwise (the web app) the result carries the registration fields for the owner's wallet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # torch, transformers and peft load on the first job, not at server start
+    from eth_account.signers.local import LocalAccount
+
+    from provenant.factory.builder import ModelFactory, ModelRequest
+
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+PROGRESS_EVERY_S = 0.5  # job.json is rewritten at most this often while training
+
+
+@dataclass
+class Job:
+    job_id: str
+    owner: str
+    name: str
+    datanet_ids: list[int]
+    settings: dict[str, Any]
+    base_model: str
+    server: str
+    price_per_call: int
+    state: str = "queued"
+    contribution_ids: list[int] | None = None  # the frozen selection, once made
+    progress: dict[str, Any] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    cancel_requested: bool = False
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+
+    def request(self) -> ModelRequest:
+        from provenant.factory.builder import ModelRequest
+        from provenant.factory.train import LoraSettings
+
+        return ModelRequest(name=self.name, datanet_ids=tuple(self.datanet_ids), server=self.server,
+                            price_per_call=self.price_per_call, base_model=self.base_model,
+                            settings=LoraSettings.from_dict(self.settings))
+
+
+class JobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._lock = threading.Lock()
+
+    def _file(self, job_id: str) -> Path:
+        if not job_id.isalnum():
+            raise KeyError(job_id)
+        return self.root / job_id / "job.json"
+
+    def create(self, *, owner: str, request: ModelRequest) -> Job:
+        job = Job(job_id=secrets.token_hex(8), owner=owner, name=request.name, datanet_ids=list(request.datanet_ids),
+                  settings=request.settings.to_dict(), base_model=request.base_model, server=request.server,
+                  price_per_call=request.price_per_call)
+        self.save(job)
+        return job
+
+    def save(self, job: Job) -> None:
+        job.updated = time.time()
+        path = self._file(job.job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with self._lock:
+            tmp.write_text(json.dumps(asdict(job)))  # insertion order: the registration fields stay in ABI order
+            os.replace(tmp, path)  # a reader, or a crash, sees the old or the new record, never half
+
+    def get(self, job_id: str) -> Job:
+        try:
+            job = Job(**json.loads(self._file(job_id).read_text()))
+        except FileNotFoundError:
+            raise KeyError(job_id) from None
+        job.cancel_requested = self.cancel_requested(job_id)
+        return job
+
+    def _cancel_marker(self, job_id: str) -> Path:
+        return self._file(job_id).parent / "cancel"
+
+    def cancel_requested(self, job_id: str) -> bool:
+        # A marker file, not a field of job.json: the runner rewrites job.json with progress all
+        # the time and would race a read-modify-write of the flag.
+        return self._cancel_marker(job_id).exists()
+
+    def list(self) -> list[Job]:
+        jobs = [Job(**json.loads(p.read_text())) for p in self.root.glob("*/job.json")] if self.root.exists() else []
+        return sorted(jobs, key=lambda j: j.created)
+
+    def cancel(self, job_id: str) -> Job:
+        """Mark a job cancelled: a queued one never starts, a running one stops at its next step."""
+        job = self.get(job_id)
+        if job.state in ("queued", "running"):
+            self._cancel_marker(job_id).touch()
+        return self.get(job_id)
+
+
+class FileCheckpoints:
+    """factory.train.Checkpoints in a job's folder; `cancelled` reads the job's cancel flag."""
+
+    def __init__(self, store: JobStore, job_id: str) -> None:
+        self.store, self.job_id = store, job_id
+        self.path = store.root / job_id / "checkpoint.pt"
+
+    def load(self) -> dict[str, Any] | None:
+        import torch
+
+        # Our own file, written by `save` below (optimizer state and RNG tensors need pickle).
+        return torch.load(self.path, weights_only=False) if self.path.exists() else None
+
+    def save(self, state: dict[str, Any]) -> None:
+        import torch
+
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+    def cancelled(self) -> bool:
+        return self.store.cancel_requested(self.job_id)
+
+
+class JobRunner:
+    """Runs queued jobs one at a time in a daemon thread; resumes jobs a crash left running."""
+
+    def __init__(self, store: JobStore, factory: Callable[[], ModelFactory], builder: LocalAccount | None = None) -> None:
+        self.store, self.builder = store, builder
+        self._make_factory = factory
+        self._factory: ModelFactory | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def factory(self) -> ModelFactory:
+        if self._factory is None:
+            self._factory = self._make_factory()
+        return self._factory
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="training-jobs", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def submit(self, *, owner: str, request: ModelRequest) -> Job:
+        job = self.store.create(owner=owner, request=request)
+        self._wake.set()
+        return job
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            pending = [j for j in self.store.list() if j.state in ("running", "queued")]
+            pending.sort(key=lambda j: (j.state != "running", j.created))  # interrupted ones first
+            if pending:
+                self.run(pending[0].job_id)
+            else:
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
+
+    def run(self, job_id: str) -> Job:
+        """Run (or resume) one job to an end state."""
+        from provenant.factory.train import TrainingCancelled
+
+        job = self.store.get(job_id)
+        if job.cancel_requested:
+            job.state, job.error = "cancelled", "cancelled before it started"
+            self.store.save(job)
+            return job
+        job.state = "running"
+        self.store.save(job)
+        last_write = 0.0
+
+        def progress(p: dict[str, Any]) -> None:
+            nonlocal last_write
+            if time.monotonic() - last_write >= PROGRESS_EVERY_S or p.get("stage") != "train":
+                last_write = time.monotonic()
+                current = self.store.get(job_id)
+                current.progress = p
+                self.store.save(current)
+
+        try:
+            if job.contribution_ids is None:
+                job.contribution_ids = [r.contribution_id for r in self.factory.select(tuple(job.datanet_ids)).records]
+                self.store.save(job)  # frozen before training: a resume trains on exactly these
+            selection = self.factory.select(tuple(job.datanet_ids), only=tuple(job.contribution_ids))
+            manifest, manifest_cid = self.factory.make(job.request(), selection, progress=progress,
+                                                       checkpoints=FileCheckpoints(self.store, job_id))
+            job = self.store.get(job_id)
+            job.result = {"manifest_cid": manifest_cid, "adapter_cid": manifest.adapter_cid,
+                          "adapter_hash": manifest.adapter_hash, "lineage_root": manifest.lineage_root,
+                          "metrics": manifest.metrics,
+                          "registration": self.factory.registration(job.request(), manifest, manifest_cid)}
+            if self.builder is not None:
+                job.result["model_id"] = self.factory.register(self.builder, job.request(), manifest, manifest_cid)
+            job.state = "succeeded"
+        except TrainingCancelled as exc:
+            job = self.store.get(job_id)
+            job.state, job.error = "cancelled", str(exc)
+        except Exception as exc:  # the job fails with its reason; the runner goes on
+            job = self.store.get(job_id)
+            job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
+        self.store.save(job)
+        return job
