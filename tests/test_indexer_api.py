@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi.testclient import TestClient
 from web3 import Web3
 
 from provenant.chain.devnet import Devnet
+from provenant.store import LocalBlockstore
 from provenant_indexer import Indexer
 from provenant_indexer.api import create_app
 from provenant_indexer.workload import World
@@ -75,3 +78,30 @@ def test_api_answers_from_the_index(world: World, anvil: Devnet, dbs: Databases)
     act(world, 3)
     assert client.get("/health").json()["lag"] == 3
     assert "/models/{model_id}" in client.get("/openapi.json").json()["paths"]
+
+
+def test_earnings_per_datanet_come_from_the_results_documents(world: World, anvil: Devnet, dbs: Databases,
+                                                              tmp_path: Path) -> None:
+    world.store = LocalBlockstore(tmp_path / "blocks")  # settle() stores each epoch's results there
+    act(world, 90)
+    assert world.state.allocations, "the random sequence settled no epoch: pick another seed"
+    engine = dbs.engine()
+    Indexer(engine, config_for(world.c, anvil.rpc_url)).run_until_head()
+    client = TestClient(create_app(engine, results=world.store.get))
+    expected: dict[str, int] = {}
+    for allocations in world.state.allocations.values():
+        for account, amount in allocations.items():
+            expected[account] = expected.get(account, 0) + amount
+    for account, total in expected.items():
+        body = client.get(f"/accounts/{account}/earnings").json()["per_datanet"]
+        assert body["available"] and not body["unavailable_epochs"]
+        # Contributor shares plus curator shares, over every (model, Datanet), are the account's
+        # allocations to the wei (the Merkle leaves the chain pays out).
+        assert sum(int(r["as_contributor"]) + int(r["as_curator"]) for r in body["rows"]) == total
+        assert sum(int(d["as_contributor"]) + int(d["as_curator"]) for d in body["datanets"]) == total
+        contributed = {c["datanet"] for c in world.state.contributions.values() if c["who"] == account}
+        for row in body["rows"]:  # (curators change over time: only contributor rows are checked so)
+            assert int(row["as_contributor"]) == 0 or row["datanet_id"] in contributed
+    # Without a content store the API says where the figure would come from, and still answers.
+    plain = TestClient(create_app(engine)).get(f"/accounts/{next(iter(expected))}/earnings").json()
+    assert plain["per_datanet"]["available"] is False and "results documents" in plain["per_datanet"]["reason"]

@@ -70,6 +70,11 @@ def _serve(args: argparse.Namespace) -> int:
     engine = open_index(args.db)
     indexer = Indexer(engine, _config(args))
     stop = threading.Event()
+    results = None
+    if args.store:
+        from provenant.store import open_store
+
+        results = open_store(args.store).get
 
     def loop() -> None:
         try:
@@ -79,7 +84,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     threading.Thread(target=loop, name="indexer", daemon=True).start()
     try:
-        uvicorn.run(create_app(engine, status=indexer.status, rpc_url=args.rpc_url), host=args.host, port=args.port,
+        uvicorn.run(create_app(engine, status=indexer.status, rpc_url=args.rpc_url, results=results),
+                    host=args.host, port=args.port,
                     log_level="warning")
     finally:
         stop.set()
@@ -102,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     _common(serve)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8090)
+    serve.add_argument("--store", default=None, help="content store (kubo URL or blockstore directory) holding the "
+                       "epochs' results documents, for earnings per Datanet")
     dump = sub.add_parser("dump", help="print every table as JSON")
     dump.add_argument("--db", required=True)
     args = parser.parse_args(argv)

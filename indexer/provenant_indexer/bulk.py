@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Callable
 
+import orjson
 from sqlalchemy import JSON, Connection, Table
 
 from provenant_indexer.schema import Uint256
@@ -27,13 +28,24 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def json_text(value: Any) -> str | None:
+    """JSON text as the JSON column stores it; orjson is ~10x faster than json.dumps, but
+    refuses integers above 64 bits (uint256 values), which take the standard library's path."""
+    if value is None:
+        return None
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value)
+
+
 def _converters(table: Table, dialect: str) -> list[Converter]:
     out: list[Converter] = []
     for column in table.columns:
         if isinstance(column.type, Uint256):
             out.append((lambda v: None if v is None else str(v)) if dialect == "sqlite" else _identity)
         elif isinstance(column.type, JSON):
-            out.append(lambda v: None if v is None else json.dumps(v))
+            out.append(json_text)
         else:
             out.append(_identity)
     return out
@@ -60,12 +72,12 @@ def _plan(table: Table, dialect: str) -> _Plan:
 
 
 def _tuples(plan: _Plan, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    """Rows as tuples in column order (itemgetter: the per-row work stays in C)."""
-    if plan.convert:
-        rows = [dict(row) for row in rows]  # the caller's dicts stay as they were
-        for name, convert in plan.convert:
-            for row in rows:
-                row[name] = convert(row.get(name))
+    """Rows as tuples in column order (itemgetter: the per-row work stays in C). The values
+    needing conversion are converted in the caller's dicts, in place: rows are written once
+    and dropped (copying 200,000 dicts first cost more than the conversion itself)."""
+    for name, convert in plan.convert:
+        for row in rows:
+            row[name] = convert(row.get(name))
     try:
         return [plan.getter(row) for row in rows]
     except KeyError:  # a row without some optional column: fill it with NULL
@@ -90,3 +102,28 @@ def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
         with cursor.copy(f'COPY "{table.name}" ({", ".join(names)}) FROM STDIN') as copy:
             for values in tuples:
                 copy.write_row(values)
+
+
+def insert_tuples(conn: Connection, table: Table, tuples: list[tuple[Any, ...]]) -> None:
+    """Rows already in the driver's form: tuples in column order, values bound as the column
+    types bind them (JSON as text, Uint256 as the dialect wants it). Skips the dict-to-tuple step,
+    for the one table every log writes to."""
+    if not tuples:
+        return
+    dialect = conn.dialect.name
+    names = [c.name for c in table.columns]
+    driver = conn.connection.driver_connection
+    if dialect == "sqlite":
+        marks = ", ".join("?" * len(names))
+        driver.executemany(f'INSERT INTO "{table.name}" ({", ".join(names)}) VALUES ({marks})', tuples)  # type: ignore[union-attr]
+        return
+    if dialect == "postgresql":
+        with driver.cursor() as cursor:  # type: ignore[union-attr]
+            with cursor.copy(f'COPY "{table.name}" ({", ".join(names)}) FROM STDIN') as copy:
+                for values in tuples:
+                    copy.write_row(values)
+        return
+    # Another dialect: through SQLAlchemy, with JSON columns parsed back (it encodes them itself).
+    is_json = [isinstance(c.type, JSON) for c in table.columns]
+    conn.execute(table.insert(), [{n: (json.loads(v) if j and v is not None else v)
+                                   for n, v, j in zip(names, t, is_json)} for t in tuples])

@@ -10,20 +10,20 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from sqlalchemy import Table
 
 from provenant_indexer import schema as s
-from provenant_indexer.abi import EventTable
+from provenant_indexer.abi import EventTable, UnknownEvent
+from provenant_indexer.bulk import json_text
 
 STATUS_NAMES = {"ContributionSubmitted": "pending", "ContributionApproved": "approved",
                 "ContributionRejected": "rejected", "ContributionWithdrawn": "withdrawn"}
 STATUS_EVENTS = {"ContributionApproved", "ContributionRejected", "ContributionWithdrawn"}
 
 
-@dataclass(frozen=True)
-class Loc:
+class Loc(NamedTuple):  # a NamedTuple: built once per log, ~3x cheaper than a frozen dataclass
     block_number: int
     log_index: int
     tx_hash: str
@@ -51,6 +51,9 @@ class Changes:
     allowlist: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
     reputation: dict[str, RepDelta] = field(default_factory=lambda: defaultdict(RepDelta))
     contributors: dict[int, tuple[int, str]] = field(default_factory=dict)  # id -> (datanet, contributor)
+    # The raw `events` rows as tuples in the table's column order, args already JSON text: the
+    # one row every log gets is built without a dict (bulk.insert_tuples writes them).
+    event_rows: list[tuple[Any, ...]] = field(default_factory=list)
     event_count: int = 0
 
     def add(self, table: Table, loc: Loc | None, **row: Any) -> None:
@@ -230,24 +233,32 @@ def build_changes(logs: Iterable[Mapping[str, Any]], table: EventTable,
     decoded = []
     wanted: set[int] = set()
     submitted: set[int] = set()
-    events_rows = ch.inserts[s.events]
+    events_rows = ch.event_rows
+    by_address = table._by_address
+    # Per event type, once: (decoder, handler, contract, name, 1 submission / 2 status change / 0).
+    dispatch: dict[tuple[str, str], tuple[Any, Handler | None, str, str, int]] = {}
     for entry, (block_number, log_index) in zip(logs, keys):
         address = entry["address"].lower()
         topics = entry["topics"]
-        event = table.lookup(address, topics[0].lower())
-        args = event.decode(topics, entry["data"])
-        loc = Loc(block_number, log_index, entry["transactionHash"])
-        events_rows.append({
-            "block_number": loc.block_number, "log_index": loc.log_index, "block_hash": entry["blockHash"],
-            "tx_hash": loc.tx_hash, "tx_index": int(entry["transactionIndex"], 16), "address": address,
-            "contract": event.contract, "event": event.name, "args": args,
-        })
-        handler = HANDLERS.get((event.contract, event.name))
+        route = dispatch.get((address, topics[0]))
+        if route is None:
+            try:
+                event = by_address[address][topics[0].lower()]
+            except KeyError:
+                raise UnknownEvent(f"log at {address} with topic0 {topics[0]} matches no event in its ABI") from None
+            kind = 1 if event.name == "ContributionSubmitted" else 2 if event.name in STATUS_EVENTS else 0
+            route = dispatch[(address, topics[0])] = (
+                event.decode, HANDLERS.get((event.contract, event.name)), event.contract, event.name, kind)
+        decode, handler, contract, name, kind = route
+        args = decode(topics, entry["data"])
+        tx_hash = entry["transactionHash"]
+        events_rows.append((block_number, log_index, entry["blockHash"], tx_hash, int(entry["transactionIndex"], 16),
+                            address, contract, name, json_text(args)))
         if handler is not None:
-            decoded.append((handler, loc, args))
-            if event.name == "ContributionSubmitted":
+            decoded.append((handler, Loc(block_number, log_index, tx_hash), args))
+            if kind == 1:
                 submitted.add(args["contributionId"])
-            elif event.name in STATUS_EVENTS and args["contributionId"] not in submitted:
+            elif kind == 2 and args["contributionId"] not in submitted:
                 wanted.add(args["contributionId"])
     ch.event_count = len(events_rows)
     if wanted:

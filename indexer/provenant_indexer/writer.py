@@ -10,7 +10,7 @@ from typing import Any, Iterable, Sequence
 from sqlalchemy import Connection, Table, bindparam, delete, select, update
 
 from provenant_indexer import schema as s
-from provenant_indexer.bulk import insert_rows
+from provenant_indexer.bulk import insert_rows, insert_tuples
 from provenant_indexer.fetch import Batch
 from provenant_indexer.handlers import Changes
 
@@ -100,6 +100,7 @@ def _reputation(conn: Connection, changes: Changes) -> None:
 
 
 def write_batch(conn: Connection, changes: Changes, batch: Batch, keep: int) -> None:
+    insert_tuples(conn, s.events, changes.event_rows)
     for table, rows in changes.inserts.items():
         _insert(conn, table, rows)
     _insert(conn, s.datanets, list(changes.new_datanets.values()))

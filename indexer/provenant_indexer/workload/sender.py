@@ -31,6 +31,8 @@ class Sender:
         self.chain_id = chain_id
         self.nonces: dict[str, int] = {}
         self.pending: list[tuple[str, str]] = []  # (tx hash, what) awaiting a receipt check
+        self.logs_seen = 0  # logs in the receipts checked so far (the bench counts events with it)
+        self.last_receipt: dict[str, Any] | None = None
 
     def _nonce(self, address: str) -> int:
         if address not in self.nonces:
@@ -39,13 +41,21 @@ class Sender:
 
     def send(self, account: LocalAccount, fn: ContractFunction, *, wait: bool = True) -> str:
         """Sign and send `fn`; with `wait`, check its receipt now (anvil automines)."""
+        return self.send_data(account, fn.address, fn._encode_transaction_data(), wait=wait,
+                              what=f"{fn.fn_name} from {account.address}")
+
+    def send_data(self, account: LocalAccount, to: str | None, data: str, *, gas: int = GAS, wait: bool = True,
+                  what: str = "") -> str:
+        """Sign and send raw calldata (`to` None: a contract creation)."""
         nonce = self._nonce(account.address)
-        tx = {"to": fn.address, "data": fn._encode_transaction_data(), "value": 0, "gas": GAS,
-              "maxFeePerGas": FEE, "maxPriorityFeePerGas": 1, "nonce": nonce, "chainId": self.chain_id, "type": 2}
+        tx: dict[str, Any] = {"data": data, "value": 0, "gas": gas, "maxFeePerGas": FEE, "maxPriorityFeePerGas": 1,
+                              "nonce": nonce, "chainId": self.chain_id, "type": 2}
+        if to is not None:
+            tx["to"] = to
         raw = account.sign_transaction(tx).raw_transaction
         tx_hash = self.rpc.call("eth_sendRawTransaction", ["0x" + bytes(raw).hex()])
         self.nonces[account.address] = nonce + 1
-        what = f"{fn.fn_name} from {account.address}"
+        what = what or f"call to {to} from {account.address}"
         if wait:
             self._check([(tx_hash, what)])
         else:
@@ -71,6 +81,8 @@ class Sender:
                 raise TxFailed(f"{what}: no receipt for {tx_hash} (is anvil automining?)")
             if int(receipt["status"], 16) != 1:
                 raise TxFailed(f"{what}: reverted ({tx_hash})")
+            self.logs_seen += len(receipt["logs"])
+            self.last_receipt = receipt
 
     def forget_nonces(self) -> None:
         self.nonces.clear()

@@ -10,7 +10,9 @@ signatures its own EIP-712 helpers.
 from __future__ import annotations
 
 import copy
+import json
 import random
+from typing import Any
 from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
@@ -52,6 +54,9 @@ class World:
         self.by_address = {k.address: k for k in keys}
         self.state = State()
         self.wait = True  # check each receipt as it is mined (False: bench bursts, checked by flush())
+        # A content store (anything with put(bytes) -> CID): when set, each settled epoch's public
+        # results document is stored and its real CID signed, as the attributor does.
+        self.store: Any = None
 
     # -- plumbing --------------------------------------------------------------------------------
     def _send(self, account: LocalAccount, fn) -> None:  # type: ignore[no-untyped-def]
@@ -249,7 +254,7 @@ class World:
         attestation = {"modelId": m, "epoch": r.epoch, "uptoSeq": upto, "feeTotal": r.fee_total,
                        "protocolAmount": r.protocol_amount, "ownerAmount": r.owner_amount,
                        "curatorsTotal": r.curators_total, "contributorsTotal": r.contributors_total,
-                       "payoutRoot": bytes.fromhex(r.payout_root[2:]), "resultsCid": f"bafkreiresults{m}x{r.epoch}",
+                       "payoutRoot": bytes.fromhex(r.payout_root[2:]), "resultsCid": self._results_cid(r, inputs),
                        "deadline": FAR}
         domain = settlement_domain(self.chain_id, self.c.settlement.address)
         signature = sign_typed(self.attributor, domain, "Attestation", attestation)
@@ -258,8 +263,15 @@ class World:
         self.state.allocations[(m, r.epoch)] = {a: v for a, v in r.allocations.items() if v > 0}
         return True
 
+    def _results_cid(self, r: Any, inputs: EpochInputs) -> str:
+        if self.store is None:
+            return f"bafkreiresults{r.model_id}x{r.epoch}"
+        document = r.to_json(inputs)
+        document["inputs"] = {"curators": {str(d): list(v) for d, v in sorted(inputs.curators.items())}}
+        return str(self.store.put(json.dumps(document, sort_keys=True).encode()))
+
     def claim(self) -> bool:
-        from provenant.settlement.epoch import payout_leaf_of, payout_tree
+        from provenant.settlement import epoch as rule
 
         open_ = [(m, e, a) for (m, e), alloc in sorted(self.state.allocations.items()) for a in sorted(alloc)
                  if (m, e, a) not in self.state.claimed]
@@ -270,10 +282,14 @@ class World:
         claims = []
         for m, e, a in mine:
             alloc = self.state.allocations[(m, e)]
-            leaf = payout_leaf_of(alloc, a)
-            assert leaf is not None  # open_ lists positive allocations only
-            proof = payout_tree(alloc).get_proof(leaf.value())
-            claims.append((m, e, leaf.index, a, leaf.amount, [bytes.fromhex(p[2:]) for p in proof]))
+            tree = rule.payout_tree(alloc)
+            if hasattr(rule, "payout_leaf_of"):  # leaves (index, account, amount): claims by leaf index
+                leaf = rule.payout_leaf_of(alloc, a)
+                proof = [bytes.fromhex(p[2:]) for p in tree.get_proof(leaf.value())]
+                claims.append((m, e, leaf.index, a, leaf.amount, proof))
+            else:
+                proof = [bytes.fromhex(p[2:]) for p in tree.get_proof([a, alloc[a]])]
+                claims.append((m, e, a, alloc[a], proof))
         self._send(self.by_address[account], self.c.settlement.functions.claimMany(claims))
         self.state.claimed.update(mine)
         return True
