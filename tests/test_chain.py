@@ -101,7 +101,8 @@ def test_every_cli_command_has_help() -> None:
                     ["reject", "--help"], ["train", "--help"], ["serve", "--help"], ["settle", "--help"],
                     ["claim", "--help"], ["verify", "model", "--help"], ["verify", "epoch", "--help"],
                     ["verify", "receipt", "--help"], ["propose", "--help"], ["cosign", "--help"],
-                    ["post-settlement", "--help"], ["attributor-worker", "--help"], ["devnet", "--help"]):
+                    ["post-settlement", "--help"], ["attributor-worker", "--help"], ["devnet", "--help"],
+                    ["settle-loop", "--help"], ["app", "--help"]):
         result = _cli(*command)
         assert result.returncode == 0, (command, result.stderr)
         assert "Usage" in result.stdout

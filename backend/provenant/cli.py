@@ -221,16 +221,22 @@ def train(name: str, datanets: Annotated[str, typer.Option(help="comma-separated
 @app.command()
 def serve(port: int = 8000, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME,
           key_env: KeyEnvOpt = "PROVENANT_KEY", keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
-    """Serve registered models over HTTP with receipts signed by the serving key."""
+    """Serve registered models over an OpenAI-compatible HTTP API with receipts signed by the serving key.
+
+    Limits and the adapter cache come from env (PROVENANT_ADAPTER_BUDGET_MB, PROVENANT_MAX_BATCH,
+    PROVENANT_MAX_NEW_TOKENS, PROVENANT_RATE_PER_S, PROVENANT_RATE_BURST); the admin endpoints are
+    enabled only when PROVENANT_ADMIN_TOKEN is set (their bearer token)."""
     import uvicorn
 
     from provenant.serving.api import create_app
     from provenant.serving.calllog import CallLog
     from provenant.serving.service import ServingService
+    from provenant.serving.settings import ServingSettings
 
     session = _session(rpc_url, home)
     signer = _signer(session, key_env, keystore, dev_account)
-    service = ServingService(session.client, session.contracts, session.store, signer, CallLog(home / "calls"))  # type: ignore[arg-type]
+    service = ServingService(session.client, session.contracts, session.store, signer, CallLog(home / "calls"),  # type: ignore[arg-type]
+                             ServingSettings.from_env())
     uvicorn.run(create_app(service), host="127.0.0.1", port=port)
 
 
@@ -239,13 +245,28 @@ def backend_app(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8
                 domain: Annotated[Optional[str], typer.Option(help="host[:port] SIWE messages must name "
                                                                    "(default localhost:<port>)")] = None,
                 index_db: Annotated[Optional[str], typer.Option(help="index database URL or SQLite path")] = None,
-                rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME) -> None:
-    """Run the backend for the web app: config, SIWE sign-in, uploads, the index API and the built UI."""
+                serve: Annotated[bool, typer.Option(help="also serve models, signing receipts with the serving "
+                                                         "key (--key-env / --keystore / --dev-account)")] = False,
+                rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME, key_env: KeyEnvOpt = "PROVENANT_KEY",
+                keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
+    """Run the backend for the web app: config, SIWE sign-in, uploads, Datanets, training jobs, the
+    index API, claims, the built UI, and with --serve the model-serving API."""
     import uvicorn
 
     from provenant.api.app import AppSettings, create_app
 
-    settings = AppSettings(rpc_url=rpc_url, home=home, domain=domain or f"localhost:{port}", index_db=index_db)
+    service = None
+    if serve:
+        from provenant.serving.calllog import CallLog
+        from provenant.serving.service import ServingService
+        from provenant.serving.settings import ServingSettings
+
+        session = _session(rpc_url, home)
+        signer = _signer(session, key_env, keystore, dev_account)
+        service = ServingService(session.client, session.contracts, session.store, signer,  # type: ignore[arg-type]
+                                 CallLog(home / "calls"), ServingSettings.from_env())
+    settings = AppSettings(rpc_url=rpc_url, home=home, domain=domain or f"localhost:{port}", index_db=index_db,
+                           serving=service)
     uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
 
 
@@ -270,10 +291,13 @@ def claim(rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME, key_env: 
           keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
     """Claim everything the signer's account may claim, across models and epochs, in one transaction."""
     from provenant.settlement.claims import claim_all, claimable
+    from provenant.settlement.claims_index import ClaimsIndex
 
     session = _session(rpc_url, home)
     signer = _signer(session, key_env, keystore, dev_account)
-    items = claimable(session.client, session.contracts, session.store, signer.address)  # type: ignore[arg-type]
+    contracts, store = session.contracts, session.store
+    index = ClaimsIndex.in_home(home, session.client, contracts, store)  # type: ignore[arg-type]
+    items = claimable(session.client, contracts, store, signer.address, index)  # type: ignore[arg-type]
     if not items:
         console.print("nothing to claim")
         return
@@ -382,6 +406,30 @@ def attributor_worker(calls: Annotated[Path, typer.Option("--calls", help="this 
 
     worker.configure_logging()
     raise typer.Exit(worker.serve(lambda: worker.make_attributor(rpc_url, home, calls, key_env)))
+
+
+@app.command("settle-loop")
+def settle_loop(config: Annotated[Optional[Path], typer.Option("--config", help="JSON: models, policy, peers "
+                                                                "(each {key_env, calls, transport}), interval_s")] = None,
+                model: Annotated[Optional[list[int]], typer.Option("--model", help="watch only these models "
+                                                                   "(repeatable; default: every registered one)")] = None,
+                max_calls: Annotated[Optional[int], typer.Option(help="close an epoch after this many paid calls")] = None,
+                max_age: Annotated[Optional[int], typer.Option(help="... or once its oldest charge is this old (s)")] = None,
+                interval: Annotated[Optional[float], typer.Option(help="seconds between passes")] = None,
+                max_ticks: Annotated[Optional[int], typer.Option(help="stop after this many passes")] = None,
+                calls: CallsOpt = None, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME,
+                key_env: KeyEnvOpt = "PROVENANT_KEY") -> None:
+    """Run the settlement loop: close epochs by policy, gather M-of-N co-signatures, post, watch for reorgs."""
+    from provenant.settlement.membership import EpochPolicy
+    from provenant.settlement.service import ServiceConfig, run_service
+    from provenant.settlement.worker import configure_logging
+
+    configure_logging()
+    policy = EpochPolicy(max_calls, max_age) if max_calls is not None or max_age is not None else None
+    settings = ServiceConfig.load(config, rpc_url=rpc_url, home=home, calls=calls, key_env=key_env,
+                                  model_ids=tuple(model) if model else None, policy=policy, interval_s=interval,
+                                  max_ticks=max_ticks)
+    raise typer.Exit(run_service(settings))
 
 
 def _print_verdict(verdict) -> None:  # type: ignore[no-untyped-def]

@@ -1,32 +1,30 @@
-"""HTTP API of the serving layer (FastAPI). A call is authenticated by its payment voucher.
+"""HTTP API of the serving layer (FastAPI): OpenAI-compatible, every answer with a signed receipt.
 
-Later issues add the OpenAI-compatible endpoints; the classification endpoint and the
-receipt lookup here are what the foundation's thread needs.
+Consumer calls are authenticated by their payment (an EIP-712 voucher signed by the consumer);
+admin calls by the admin bearer token. Routes: /v1/models (vLLM style), /v1/completions,
+/v1/chat/completions (SSE when stream=true), /v1/classifications (classifier models),
+/v1/receipts/{call_id}, /v1/admin/adapters/... (see admin.py).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
-from provenant.payments.vouchers import PaymentRequired, Voucher
-from provenant.serving.service import ServingService, UnknownModel
+from provenant.factory.base_models import TINY_LLAMA
+from provenant.serving.admin import create_admin_router
+from provenant.serving.errors import install_error_handlers
+from provenant.serving.models import ModelRecord
+from provenant.serving.openai_api import create_router
+from provenant.serving.payment_header import PaymentBody
+from provenant.serving.service import ServingService
 
 MAX_INPUT_CHARS = 4_000
-
-
-class VoucherBody(BaseModel):
-    consumer: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
-    model_id: int = Field(ge=1)
-    cumulative_amount: str = Field(pattern=r"^[0-9]{1,78}$")
-    deadline: int = Field(ge=0)
-
-
-class PaymentBody(BaseModel):
-    voucher: VoucherBody
-    signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
+BASE_MODELS = {TINY_LLAMA: "causal-lm", "minilm": "classification"}
 
 
 class ClassificationRequest(BaseModel):
@@ -35,37 +33,50 @@ class ClassificationRequest(BaseModel):
     payment: PaymentBody
 
 
+def _model_entries(service: ServingService, records: dict[int, ModelRecord]) -> list[dict[str, Any]]:
+    """Base models, then every registered model (ids 1..modelCount), read from the chain each time so
+    that models registered after start-up are listed (and servable) without a restart."""
+    created = int(time.time())
+    data: list[dict[str, Any]] = [
+        {"id": name, "object": "model", "created": created, "owned_by": "provenant", "root": name, "parent": None,
+         "task": task} for name, task in BASE_MODELS.items()]
+    count = int(service.client.call(service.contracts.models.functions.modelCount()))
+    for model_id in range(1, count + 1):
+        if model_id not in records:
+            records[model_id] = ModelRecord.fetch(service.client, service.contracts, model_id)
+        r = records[model_id]
+        data.append({"id": r.name, "object": "model", "created": created, "owned_by": r.owner, "root": r.base_model,
+                     "parent": r.base_model, "model_id": model_id, "price_per_call": str(r.price_per_call),
+                     "lineage_root": r.lineage_root, "adapter_hash": r.adapter_hash,
+                     "served_here": r.server.lower() == service.server.address.lower()})
+    return data
+
+
 def create_app(service: ServingService) -> FastAPI:
-    app = FastAPI(title="Provenant serving", version="0.1.0")
+    """The serving API on its own (`provenant serve`): its routes and its error handlers."""
+    app = FastAPI(title="Provenant serving", version="0.2.0")
+    install_error_handlers(app, service.settings.max_body_bytes)
+    app.include_router(create_serving_router(service))
+    return app
+
+
+def create_serving_router(service: ServingService) -> APIRouter:
+    """Every serving route, for this module's app or the backend's (`provenant app --serve`)."""
+    app = APIRouter()
+    app.include_router(create_router(service))
+    app.include_router(create_admin_router(service))
+    # Records are cached per id for the listing (lineage fields are immutable on chain); new ids
+    # are read as they appear.
+    records: dict[int, ModelRecord] = {}
 
     @app.get("/v1/models")
-    def list_models() -> dict[str, Any]:
-        data = [
-            {
-                "id": m.record.name,
-                "object": "model",
-                "model_id": m.model_id,
-                "parent": m.record.base_model,
-                "owned_by": m.record.owner,
-                "price_per_call": str(m.record.price_per_call),
-                "lineage_root": m.record.lineage_root,
-            }
-            for m in service.loaded()
-        ]
-        return {"object": "list", "data": data}
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": await run_in_threadpool(_model_entries, service, records)}
 
     @app.post("/v1/classifications")
     def classify(request: ClassificationRequest) -> dict[str, Any]:
-        v = request.payment.voucher
-        voucher = Voucher(consumer=v.consumer, model_id=v.model_id,
-                          cumulative_amount=int(v.cumulative_amount), deadline=v.deadline)
-        try:
-            result = service.classify(request.model, request.input, voucher,
-                                      bytes.fromhex(request.payment.signature[2:]))
-        except UnknownModel as exc:
-            raise HTTPException(status_code=404, detail=str(exc)) from None
-        except PaymentRequired as exc:
-            raise HTTPException(status_code=402, detail=str(exc)) from None
+        voucher, signature = request.payment.parsed()
+        result = service.classify(request.model, request.input, voucher, signature)
         return {
             "id": result.receipt.call_id,
             "object": "classification",
@@ -80,6 +91,6 @@ def create_app(service: ServingService) -> FastAPI:
         try:
             return service.receipt(call_id).to_json()
         except KeyError as exc:
-            raise HTTPException(status_code=404, detail=str(exc)) from None
+            raise HTTPException(status_code=404, detail=str(exc.args[0])) from None
 
     return app

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from provenant.attribution.aggregate import Attribution, ContributionMeta, aggregate
 from provenant.attribution.gradients import set_projection_cache
 from provenant.attribution.index import AttributionIndex, attribute
@@ -17,6 +19,7 @@ from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts
 from provenant.factory.lineage import Manifest, sha256_0x
 from provenant.serving.engine import Classifier, Prediction
+from provenant.serving.lora import CAUSAL_TASK
 from provenant.store.blockstore import ContentStore
 
 
@@ -62,22 +65,38 @@ class ModelRecord:
 
 @dataclass
 class ServedModel:
+    """A registered model checked against the chain. Classifiers are loaded here with their
+    attribution index; causal-LM adapters are loaded just in time by the serving AdapterCache."""
+
     record: ModelRecord
     manifest: Manifest
-    classifier: Classifier
-    index: AttributionIndex
+    classifier: Classifier | None
+    index: AttributionIndex | None
     meta: dict[int, ContributionMeta]
 
     @property
     def model_id(self) -> int:
         return self.record.model_id
 
+    @property
+    def task(self) -> str:
+        return self.manifest.task
+
+    def lineage_prior(self) -> Attribution:
+        """Per-answer attribution for models without an influence index (causal LMs today): every
+        contribution of the lineage weighs the same. Receipts say so (method "lineage-prior")."""
+        ids = np.array(sorted(self.meta), dtype=np.int64)
+        return aggregate(np.ones(len(ids)), ids, self.meta)
+
     def answer(self, text: str) -> tuple[Prediction, Attribution]:
         """Predict, then attribute this answer to the training data."""
+        if self.classifier is None:
+            raise TypeError(f"model {self.model_id} is a {self.task} model, not a classifier")
         prediction = self.classifier.predict([text])[0]
         return prediction, self.attribute(text, prediction.label)
 
     def attribute(self, text: str, label: str) -> Attribution:
+        assert self.classifier is not None and self.index is not None
         scores = attribute(self.classifier, self.index, text, label)
         return aggregate(scores, self.index.contribution_ids, self.meta)
 
@@ -85,6 +104,15 @@ class ServedModel:
 # Attributing every call regenerates the random projection unless its blocks are cached;
 # ~300 MB covers every adapter that shares one layout (base, rank, targets, seed, dim).
 PROJECTION_CACHE_BYTES = 320 * 1024 * 1024
+
+
+def fetch_adapter(store: ContentStore, record: ModelRecord) -> bytes:
+    """The adapter's bytes by CID (the store checks them against the CID), checked against the
+    sha2-256 registered on chain."""
+    adapter = store.get(record.adapter_cid)
+    if sha256_0x(adapter) != record.adapter_hash:
+        raise ModelIntegrityError(f"model {record.model_id}: adapter bytes do not match the registered adapter hash")
+    return adapter
 
 
 def load_served_model(client: ChainClient, contracts: Contracts, store: ContentStore, model_id: int) -> ServedModel:
@@ -96,13 +124,15 @@ def load_served_model(client: ChainClient, contracts: Contracts, store: ContentS
         raise ModelIntegrityError(f"model {model_id}: manifest lineage root differs from the registered one")
     if manifest.config_hash != record.config_hash:
         raise ModelIntegrityError(f"model {model_id}: manifest config hash differs from the registered one")
-    adapter = store.get(record.adapter_cid)
-    if sha256_0x(adapter) != record.adapter_hash:
-        raise ModelIntegrityError(f"model {model_id}: adapter bytes do not match the registered adapter hash")
-    classifier = Classifier.load(adapter, manifest.adapter_config)
-    index = AttributionIndex.from_bytes(store.get(manifest.index_cid))
     meta = {
         e.contribution_id: ContributionMeta(contributor=e.contributor, datanet_id=e.datanet_id)
         for e in manifest.contributions
     }
+    if manifest.task == CAUSAL_TASK:
+        if manifest.adapter_cid != record.adapter_cid:
+            raise ModelIntegrityError(f"model {model_id}: manifest adapter CID differs from the registered one")
+        return ServedModel(record=record, manifest=manifest, classifier=None, index=None, meta=meta)
+    adapter = fetch_adapter(store, record)
+    classifier = Classifier.load(adapter, manifest.adapter_config)
+    index = AttributionIndex.from_bytes(store.get(manifest.index_cid))
     return ServedModel(record=record, manifest=manifest, classifier=classifier, index=index, meta=meta)

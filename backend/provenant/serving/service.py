@@ -1,4 +1,10 @@
-"""The serving service: answer with a registered model, charge the call, sign a receipt."""
+"""The serving service: answer with a registered model, charge the call, sign a receipt.
+
+Pay before answer: a call's voucher is checked before any compute and accepted (recorded for the
+batched on-chain charge) only once the answer is complete, so a failed answer is never charged.
+Classifiers answer synchronously; causal LMs go through the shared multi-LoRA engine of their base,
+with the adapter acquired from the LRU cache (loaded just in time by CID) for the call's duration.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +18,15 @@ from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts
 from provenant.payments.vouchers import PaymentRequired, Voucher, VoucherBook
 from provenant.serving.calllog import CallLog, CallRecord
+from provenant.factory.base_models import CausalBaseModel, load_causal_base_model
+from provenant.serving.adapter_cache import AdapterCache
 from provenant.serving.engine import Prediction
-from provenant.serving.models import ServedModel, load_served_model
+from provenant.serving.limits import RateLimiter
+from provenant.serving.lm_engine import Generation, GenerationRequest, LmEngine
+from provenant.serving.lora import CAUSAL_TASK, LoraWeights, parse_adapter
+from provenant.serving.models import ServedModel, fetch_adapter, load_served_model
 from provenant.serving.receipts import Receipt, attribution_hash, salted_hash
+from provenant.serving.settings import ServingSettings
 from provenant.store.blockstore import ContentStore
 
 TOP_K = 5
@@ -24,17 +36,68 @@ class UnknownModel(LookupError):
     pass
 
 
+class WrongTask(ValueError):
+    """The model exists but does not do what the endpoint asks (e.g. chat with a classifier)."""
+
+
+class LimitExceeded(ValueError):
+    """A request over a serving limit (prompt length, max tokens, context window)."""
+
+
+@dataclass
+class PendingCompletion:
+    """A causal-LM call in flight: paid-for (checked, not yet accepted), adapter held in the cache."""
+
+    served: ServedModel
+    call_id: str
+    prompt: str
+    base: CausalBaseModel
+    generation: Generation
+    voucher: Voucher
+    signature: bytes
+    released: bool = False
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.generation.request.prompt_ids)
+
+    def finish_reason(self) -> str:
+        tokens = self.generation.tokens
+        return "stop" if tokens and tokens[-1] == self.base.eos_token_id and not \
+            self.generation.request.ignore_eos else "length"
+
+    def text(self) -> str:
+        return decode_text(self.base, self.generation.tokens)
+
+
+def decode_text(base: CausalBaseModel, tokens: list[int]) -> str:
+    ids = [t for t in tokens if t != base.eos_token_id]
+    return str(base.tokenizer.decode(ids))  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
 class CallResult:
     prediction: Prediction
     receipt: Receipt
 
 
+def _cache_chain_id(client: ChainClient) -> None:
+    """web3's validation middleware asks the node for eth_chainId before every contract call: 8 of
+    the ~15 RPCs of a paid call. An endpoint's chain id never changes, so let the provider cache
+    that one request (and nothing else: block and state reads must stay live)."""
+    provider = client.w3.provider
+    if hasattr(provider, "cacheable_requests") and hasattr(provider, "cache_allowed_requests"):
+        provider.cacheable_requests = {"eth_chainId"}  # type: ignore[union-attr]
+        provider.cache_allowed_requests = True  # type: ignore[union-attr]
+
+
 class ServingService:
     def __init__(
-        self, client: ChainClient, contracts: Contracts, store: ContentStore, server: LocalAccount, call_log: CallLog
+        self, client: ChainClient, contracts: Contracts, store: ContentStore, server: LocalAccount, call_log: CallLog,
+        settings: ServingSettings | None = None,
     ) -> None:
         client.check_signer(server)
+        _cache_chain_id(client)
         self.client = client
         self.contracts = contracts
         self.store = store
@@ -44,6 +107,12 @@ class ServingService:
         self._models: dict[int, ServedModel] = {}
         self._receipts: dict[str, Receipt] = {}
         self._load_lock = threading.Lock()
+        self.settings = settings or ServingSettings()
+        self._engines: dict[str, LmEngine] = {}
+        self._names: dict[str, int] = {}  # names are unique and immutable on chain: cache hits only
+        self.rate_limiter = RateLimiter(self.settings.rate_per_s, self.settings.rate_burst)
+        self.adapters = AdapterCache(self._load_adapter, self.settings.adapter_budget_bytes,
+                                     self.settings.adapter_wait_s)
 
     # -- models ------------------------------------------------------------------------
     def model(self, ref: str | int) -> ServedModel:
@@ -58,17 +127,22 @@ class ServingService:
             return self._models[model_id]
 
     def _resolve(self, ref: str | int) -> int:
-        text = str(ref)
+        text = str(ref).strip()
+        if text in self._names:
+            return self._names[text]
         if text.isdigit():
             model_id = int(text)
+            if model_id in self._models:
+                return model_id
             if not self.client.call(self.contracts.models.functions.exists(model_id)):
                 raise UnknownModel(f"no model with id {model_id}")
             return model_id
         from eth_utils import keccak
 
         model_id = int(self.client.call(self.contracts.models.functions.modelIdByNameHash(keccak(text.encode()))))
-        if model_id == 0:
+        if model_id == 0:  # not cached: a model registered later is found on its first call
             raise UnknownModel(f"no model named {text!r}")
+        self._names[text] = model_id
         return model_id
 
     def loaded(self) -> list[ServedModel]:
@@ -77,16 +151,26 @@ class ServingService:
     # -- calls -------------------------------------------------------------------------
     def classify(self, model_ref: str | int, text: str, voucher: Voucher, signature: bytes) -> CallResult:
         served = self.model(model_ref)
+        if served.classifier is None:
+            raise WrongTask(f"model {served.record.name!r} is a {served.task} model; use /v1/completions")
         price = served.record.price_per_call
         # Check the payment before spending compute, record it only once the call is answered,
         # so a failed answer is never charged.
         self.vouchers.check(voucher, signature, served.model_id, price)  # raises PaymentRequired
+        self.rate_limiter.take(voucher.consumer.lower())
         prediction, attribution = served.answer(text)
         self.vouchers.accept(voucher, signature, served.model_id, price)
+        receipt = self._sign_and_log(served, "0x" + os.urandom(32).hex(), voucher, text, prediction.label,
+                                     attribution.top(TOP_K))
+        return CallResult(prediction=prediction, receipt=receipt)
+
+    def _sign_and_log(self, served: ServedModel, call_id: str, voucher: Voucher, prompt: str, output: str,
+                      top: dict) -> Receipt:
+        """Sign the receipt, append the call to the log (fsynced) and keep the receipt for lookups."""
         salt = os.urandom(32)
-        top = attribution.top(TOP_K)
+        price = served.record.price_per_call
         receipt = Receipt(
-            call_id="0x" + os.urandom(32).hex(),
+            call_id=call_id,
             model_id=served.model_id,
             model_name=served.record.name,
             base_model=served.record.base_model,
@@ -94,8 +178,8 @@ class ServingService:
             lineage_root=served.record.lineage_root,
             consumer=voucher.consumer,
             fee=price,
-            prompt_hash=salted_hash(salt, text),
-            output_hash=salted_hash(salt, prediction.label),
+            prompt_hash=salted_hash(salt, prompt),
+            output_hash=salted_hash(salt, output),
             salt="0x" + salt.hex(),
             attribution=top,
             attribution_hash=attribution_hash(top),
@@ -103,21 +187,64 @@ class ServingService:
             chain_id=self.client.chain_id,
             verifying_contract=self.contracts.models.address,
         ).signed_by(self.server)
-        self.call_log.append(
-            CallRecord(
-                call_id=receipt.call_id,
-                model_id=served.model_id,
-                consumer=voucher.consumer,
-                fee=price,
-                prompt=text,
-                salt=receipt.salt,
-                output=prediction.label,
-                timestamp=receipt.timestamp,
-                cumulative=voucher.cumulative_amount,
-            )
-        )
+        self.call_log.append(CallRecord(call_id=receipt.call_id, model_id=served.model_id, consumer=voucher.consumer,
+                                        fee=price, prompt=prompt, salt=receipt.salt, output=output,
+                                        timestamp=receipt.timestamp, cumulative=voucher.cumulative_amount))
         self._receipts[receipt.call_id] = receipt
-        return CallResult(prediction=prediction, receipt=receipt)
+        return receipt
+
+    # -- causal LMs --------------------------------------------------------------------
+    def engine(self, base_name: str) -> LmEngine:
+        with self._load_lock:
+            if base_name not in self._engines:
+                self._engines[base_name] = LmEngine(load_causal_base_model(base_name), self.settings.max_batch,
+                                                    self.settings.max_wait_s)
+            return self._engines[base_name]
+
+    def _load_adapter(self, model_id: int) -> LoraWeights:
+        served = self.model(model_id)
+        base = load_causal_base_model(served.record.base_model)
+        return parse_adapter(fetch_adapter(self.store, served.record), served.manifest.adapter_config, base.model)
+
+    def start_completion(self, model_ref: str | int, prompt: str, max_tokens: int, voucher: Voucher,
+                         signature: bytes, loop: object = None, ignore_eos: bool = False) -> PendingCompletion:
+        """Check payment and limits, hold the adapter, queue the generation (tokens stream out)."""
+        served = self.model(model_ref)
+        if served.task != CAUSAL_TASK:
+            raise WrongTask(f"model {served.record.name!r} is a {served.task} model; use /v1/classifications")
+        if not 1 <= max_tokens <= self.settings.max_new_tokens:
+            raise LimitExceeded(f"max_tokens must be between 1 and {self.settings.max_new_tokens}, got {max_tokens}")
+        if len(prompt) > self.settings.max_prompt_chars:
+            raise LimitExceeded(f"prompt of {len(prompt)} characters exceeds {self.settings.max_prompt_chars}")
+        engine = self.engine(served.record.base_model)
+        ids = list(engine.base.tokenizer.encode(prompt))  # type: ignore[attr-defined]
+        if len(ids) + max_tokens > engine.base.max_positions:
+            raise LimitExceeded(f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds the context "
+                                f"window of {engine.base.max_positions} tokens")
+        self.vouchers.check(voucher, signature, served.model_id, served.record.price_per_call)
+        self.rate_limiter.take(voucher.consumer.lower())  # after the check: the consumer is authenticated
+        weights = self.adapters.acquire(served.model_id)
+        try:
+            generation = engine.submit(GenerationRequest(ids, weights, max_tokens, ignore_eos),
+                                       loop=loop)  # type: ignore[arg-type]
+        except BaseException:
+            self.adapters.release(served.model_id)
+            raise
+        return PendingCompletion(served=served, call_id="0x" + os.urandom(32).hex(), prompt=prompt,
+                                 base=engine.base, generation=generation, voucher=voucher, signature=signature)
+
+    def release(self, pending: PendingCompletion) -> None:
+        if not pending.released:
+            pending.released = True
+            self.adapters.release(pending.served.model_id)
+
+    def finish_completion(self, pending: PendingCompletion) -> Receipt:
+        """After the last token: free the adapter, accept the voucher, sign and log the receipt."""
+        self.release(pending)
+        served = pending.served
+        self.vouchers.accept(pending.voucher, pending.signature, served.model_id, served.record.price_per_call)
+        top = {**served.lineage_prior().top(TOP_K), "method": "lineage-prior"}
+        return self._sign_and_log(served, pending.call_id, pending.voucher, pending.prompt, pending.text(), top)
 
     def receipt(self, call_id: str) -> Receipt:
         if call_id not in self._receipts:
@@ -132,4 +259,5 @@ class ServingService:
         return count
 
 
-__all__ = ["CallResult", "PaymentRequired", "ServingService", "UnknownModel"]
+__all__ = ["CallResult", "LimitExceeded", "PaymentRequired", "PendingCompletion", "ServingService", "UnknownModel",
+           "WrongTask"]

@@ -116,8 +116,8 @@ class Attributor:
         deadline = self.reader.fetch("reading the latest block", self.client.latest_timestamp) + valid_for
         attestation = Attestation.from_document(rendered.document, results_cid, deadline)
         signed = SignedProposal(attestation, self.address, attestation.sign(self.key, self.domain))
-        log.info("proposed model %s epoch %s up to charge %s: %s calls, root %s", model_id, ctx.epoch, ctx.upto_seq,
-                 len(rendered.inputs.calls), attestation.payout_root)
+        log.info("proposed model %s epoch %s up to charge %s: %s calls, root %s, results %s", model_id, ctx.epoch,
+                 ctx.upto_seq, len(rendered.inputs.calls), attestation.payout_root, results_cid)
         return Proposal(inputs=rendered.inputs, result=rendered.result, results_cid=results_cid, deadline=deadline,
                         signed=signed, document=rendered.document)
 

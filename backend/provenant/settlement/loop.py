@@ -6,11 +6,16 @@ chain and the call log (membership.py), so a loop killed mid-epoch and started a
 the same epoch. What it remembers in memory is only the settlements it posted and has not yet
 seen `confirmations` blocks deep; a reorg that drops one is noticed on the next tick and the
 same signed attestation is posted again (or, past its deadline, the epoch is proposed afresh).
+
+A model whose epoch cannot be settled (co-signers refuse, its model cannot be scored) is logged
+and left alone for `retry_after_s`, without holding up the other models; a dead RPC endpoint is
+not a model's problem and propagates (rpc.RpcUnavailable) to the caller.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -19,7 +24,8 @@ from provenant.chain.deploy import Contracts
 from provenant.serving.calllog import CallLog
 from provenant.settlement.context import ChainReader, NothingToSettle
 from provenant.settlement.membership import EpochPolicy, assign
-from provenant.settlement.quorum import Peer, Settled, is_settled, settle_with_quorum
+from provenant.settlement.quorum import Peer, QuorumNotReached, Settled, is_settled, settle_with_quorum
+from provenant.settlement.rpc import RpcUnavailable
 from provenant.store.blockstore import ContentStore
 
 log = logging.getLogger("provenant.settlement")
@@ -42,6 +48,9 @@ class SettlementLoop:
     policy: EpochPolicy = field(default_factory=EpochPolicy)
     confirmations: int = 2
     watched: list[Watched] = field(default_factory=list)
+    retry_after_s: float = 60.0
+    failed: dict[int, tuple[float, str]] = field(default_factory=dict)  # model -> (monotonic time, why)
+    last_actions: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.reader = ChainReader(self.client, self.contracts, self.store)
@@ -82,17 +91,35 @@ class SettlementLoop:
 
     def tick(self, model_ids: Sequence[int]) -> list[Settled]:
         """One pass: recheck what was posted, then settle every model whose epoch is due."""
-        self.recheck()
+        self.last_actions = self.recheck()
         done = []
         for model_id in model_ids:
-            upto = self.due(model_id)
-            if upto is None:
+            failed = self.failed.get(model_id)
+            if failed is not None and time.monotonic() - failed[0] < self.retry_after_s:
                 continue
-            settled = settle_with_quorum(self.client, self.contracts, self.proposer, self.peers, model_id,
-                                         upto_seq=upto)
+            try:
+                upto = self.due(model_id)
+                if upto is None:
+                    continue
+                settled = settle_with_quorum(self.client, self.contracts, self.proposer, self.peers, model_id,
+                                             upto_seq=upto)
+            except RpcUnavailable:
+                raise
+            except QuorumNotReached as exc:
+                self._failed(model_id, str(exc))
+                continue
+            except Exception as exc:  # noqa: BLE001 - one model's trouble must not stop the others
+                self._failed(model_id, f"{type(exc).__name__}: {exc}")
+                continue
+            self.failed.pop(model_id, None)
             self._watch(settled)
             done.append(settled)
         return done
+
+    def _failed(self, model_id: int, why: str) -> None:
+        log.error("model %s not settled, retrying in %.0f s: %s", model_id, self.retry_after_s, why)
+        self.failed[model_id] = (time.monotonic(), why)
+        self.last_actions.append(f"model {model_id} failed: {why}")
 
     def _watch(self, settled: Settled) -> None:
         head = int(self.reader.fetch("reading the block number", lambda: self.client.w3.eth.block_number))
