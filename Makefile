@@ -12,7 +12,7 @@ export OMP_WAIT_POLICY := PASSIVE
 
 .PHONY: setup demo test test-contracts test-python clean
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed web/dist/index.html
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required")'
@@ -25,6 +25,14 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# The web app (issue 9): its own pinned npm tree in web/, built to web/dist (served by `provenant app`).
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+web/dist/index.html: web/node_modules/.installed web/index.html web/vite.config.js $(shell find web/src -type f 2>/dev/null)
+	cd web && npm run --silent build -- --logLevel warn
+
 demo: setup
 	$(VENV)/bin/provenant demo
 
@@ -35,6 +43,7 @@ test-contracts: setup
 
 test-python: setup
 	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-chromium.sh
 	$(PY) -m pytest
 
 clean:

@@ -7,7 +7,9 @@ It mounts, each from the package whose job it is:
 - `/v1/datanets/{id}`, `/v1/datanets/metadata`, `/v1/content/{cid}`: records and public content;
 - `/v1/jobs`: Model Factory training jobs with live progress (api/jobs.py, factory/jobs.py);
 - `/v1/index/*`: the indexer's query API over an index it keeps following in a background thread;
-- whatever extra routers the caller passes (serving, claims), and the built web app at `/`.
+- `/v1/settlement/*`: claimable amounts with proofs, claim history, epoch results (settlement/api.py);
+- with a serving key, the serving API's `/v1` routes (models, completions, chat, classifications,
+  receipts; serving/api.py); any extra routers the caller passes; the built web app at `/`.
 
 Writes to the chain are never made here: the user's wallet signs them. The server only checks,
 stores and answers; every state-changing route depends on a SIWE session.
@@ -24,6 +26,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 
 from provenant.api.auth import SiweSessions, create_auth_router, session_dependency
 from provenant.api.datanets import create_datanets_router
@@ -54,7 +57,14 @@ class AppSettings:
     follow_chain: bool = True  # keep the index at the chain head in a background thread
     run_jobs: bool = True  # run queued training jobs in a background thread
     web_dist: Path | None = None  # the built web app; default web/dist of this checkout when built
+    serving: Any = None  # a provenant.serving.service.ServingService: mount the model-serving routes
     extra_routers: Sequence[APIRouter] = field(default_factory=tuple)
+
+
+class Problem(BaseModel):
+    """A 4xx answer: `detail` is a sentence naming the problem, or FastAPI's list of field errors."""
+
+    detail: str | list[Any] | dict[str, Any]
 
 
 class _Index:
@@ -84,6 +94,17 @@ class _Index:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+
+
+def _mount_serving(app: FastAPI, service: Any) -> None:
+    """The serving API's /v1 routes (OpenAI-compatible calls, classifications, receipts, admin) in
+    this app, with its handlers for its own errors (402 payment required, 429, ...); the generic
+    handlers stay this app's."""
+    from provenant.serving.api import create_serving_router
+    from provenant.serving.errors import install_serving_error_handlers
+
+    app.include_router(create_serving_router(service))
+    install_serving_error_handlers(app)
 
 
 def create_app(settings: AppSettings) -> FastAPI:
@@ -147,6 +168,14 @@ def create_app(settings: AppSettings) -> FastAPI:
     app.include_router(create_auth_router(sessions))
     app.include_router(create_datanets_router(datanets, store, require_session))
     app.include_router(create_jobs_router(runner, require_session))
+    from provenant.settlement.api import create_claims_router
+    from provenant.settlement.claims_index import ClaimsIndex
+
+    app.include_router(create_claims_router(client, contracts, store, ClaimsIndex.in_home(settings.home, client,
+                                                                                         contracts, store)),
+                       prefix="/v1", responses={404: {"model": Problem, "description": "no such settled epoch"},
+                                                422: {"model": Problem, "description": "a malformed or mistyped "
+                                                      "address, or a bad epoch number"}})
     app.include_router(create_uploads_router(
         UploadDeps(datanet=datanet, may_contribute=may_contribute, duplicates=datanets.duplicate_index, store=store,
                    spool_dir=spool_dir),
@@ -154,8 +183,11 @@ def create_app(settings: AppSettings) -> FastAPI:
     from provenant_indexer.api import create_router as create_index_router
 
     app.include_router(create_index_router(index.engine, status=index.indexer.status,
-                                           chain_head=lambda: client.w3.eth.block_number), prefix="/v1/index",
+                                           chain_head=lambda: client.w3.eth.block_number, results=store.get),
+                       prefix="/v1/index",
                        responses={404: {"description": "no such record in the index"}})
+    if settings.serving is not None:
+        _mount_serving(app, settings.serving)
     for router in settings.extra_routers:
         app.include_router(router)
     web = settings.web_dist or (REPO_WEB_DIST if (REPO_WEB_DIST / "index.html").exists() else None)
