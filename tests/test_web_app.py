@@ -405,8 +405,7 @@ def test_contribute_shows_errors_by_line_before_signing_then_records_a_good_file
         page.get_by_test_id("validation-ok").wait_for()
         page.get_by_test_id("submit-contribution").click()
     refused = page.get_by_test_id("validation-errors")
-    refused.wait_for()
-    assert "line 1: label 'refunds' is not one of" in refused.inner_text()
+    playwright_sync.expect(refused).to_contain_text("line 1: label 'refunds' is not one of", timeout=15_000)
     assert page.locator("[data-testid=tx]").count() == 0
     assert int(stack.client.call(stack.contracts.datanets.functions.contributionCount())) == before
 

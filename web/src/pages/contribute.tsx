@@ -69,8 +69,14 @@ export function ContributePage({ preselect }: { preselect?: number }) {
     setDone(null);
     setFailure(null);
     if (!f) return;
+    // Read first, then set the file, its bytes and their verdict together, so that no render
+    // shows the new file's name beside the previous file's errors.
+    const data = new Uint8Array(await f.arrayBuffer());
+    const r = validateJsonl(data, rules);
     setFile(f);
-    setBytes(new Uint8Array(await f.arrayBuffer()));
+    setBytes(data);
+    setErrors(r.errors);
+    setRows(r.rows);
   };
 
   const submit = async () => {
