@@ -101,6 +101,7 @@ def test_soak_settle_loop_survives_kills_and_accounts_for_every_wei(world: SoakW
     _check_proposals(world)
     claimed = _claim(world, rng)
     _check_conservation(world, claimed)
+    _check_no_key_in_any_file(world)
     for model_id in world.models.values():  # anyone can recheck: one random epoch per model
         epoch = rng.randint(1, ROUNDS)
         verdict = verify_epoch(world.client, world.contracts, world.store, model_id, epoch)
@@ -184,3 +185,21 @@ def _check_conservation(world: SoakWorld, claimed: int) -> None:
     assert balance(cast.builder.address) == owner  # the owner starts with no tokens
     assert balance(world.contracts.settlement.address) == remaining + dust
     assert balance(world.contracts.escrow.address) == deposits + unsettled
+
+
+def _check_no_key_in_any_file(world: SoakWorld) -> None:
+    """Every key in use (the service's and its peers' from their environment, the server's, the
+    consumers', the admin's) is absent from every log, config and call log the run wrote."""
+    cast = world.cast
+    accounts = [cast.admin, cast.builder, cast.server, *cast.attributors, *cast.consumers, *cast.curators]
+    secrets = {bytes(a.key).hex(): a.address for a in accounts}
+    scanned = 0
+    for path in world.root.rglob("*"):
+        if not path.is_file() or "store" in path.relative_to(world.root).parts:
+            continue  # the content store holds only content addressed by its hash
+        text = path.read_bytes().decode("latin-1").lower()
+        scanned += 1
+        leaked = [address for key, address in secrets.items() if key in text]
+        assert not leaked, f"{path.name} holds the private key of {leaked}"  # the address, never the key
+    assert scanned >= 3  # the service log, its config, the call log at least
+
