@@ -1,0 +1,57 @@
+"""A pre-forked `provenant claim` runner for tests/test_settlement_claim_crash.py.
+
+Importing the CLI costs ~2 s; the crash test kills a claiming process 50 times. So this process
+imports once, then for each `go` line on stdin forks a child that runs the real command,
+`provenant claim --key-env CLAIM_KEY_<i>`, for every claimant in turn, and reports the child's pid
+(for the test's SIGKILL) and its exit status. It starts no threads before forking.
+Keys come only from the environment (CLAIM_KEY_0..N-1); nothing here prints them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import provenant.settlement.claims  # noqa: F401 - the command's lazy imports (torch among them: ~10 s),
+import provenant.settlement.claims_index  # noqa: F401 - done once here so that kills land on claiming
+from provenant.cli import app
+
+
+def _say(line: str) -> None:
+    """One write(2) per line, so the parent's and a child's lines never interleave mid-line."""
+    os.write(1, (line + "\n").encode())
+
+
+def _claim_everyone(rpc_url: str, home: str, claimants: int) -> int:
+    for i in range(claimants):
+        try:
+            app(["claim", "--rpc-url", rpc_url, "--home", home, "--key-env", f"CLAIM_KEY_{i}"],
+                standalone_mode=False)
+            sys.stdout.flush()  # a killed child loses what it has not flushed
+        except Exception as exc:  # noqa: BLE001 - report and fail the run, as the CLI would
+            print(f"claimant {i} failed: {type(exc).__name__}: {exc}", flush=True)
+            return 1
+    return 0
+
+
+def main() -> None:
+    rpc_url, home, claimants = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    _say("ready")
+    for line in sys.stdin:
+        if line.strip() != "go":
+            break
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = _claim_everyone(rpc_url, home, claimants)
+            finally:
+                sys.stdout.flush()
+                os._exit(code)
+        _say(f"pid {pid}")
+        _, status = os.waitpid(pid, 0)
+        _say(f"exit {os.waitstatus_to_exitcode(status)}")
+
+
+if __name__ == "__main__":
+    main()
