@@ -19,11 +19,14 @@ import typer
 from eth_account.signers.local import LocalAccount
 from rich.console import Console
 
+from provenant.agents.cli import agent_app  # a typer sub-app; its commands import lazily
+
 app = typer.Typer(help="Provenant: Datanets, attributed LoRA models, receipts and settlement.", no_args_is_help=True)
 datanet_app = typer.Typer(help="Create and inspect Datanets.", no_args_is_help=True)
 verify_app = typer.Typer(help="Recheck models from public data.", no_args_is_help=True)
 app.add_typer(datanet_app, name="datanet")
 app.add_typer(verify_app, name="verify")
+app.add_typer(agent_app, name="agent")
 console = Console()
 err = Console(stderr=True)
 
@@ -463,6 +466,17 @@ def verify_receipt_cmd(file: Path, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt 
     session = _settlement_session(rpc_url, home)
     _print_verdict(verify_receipt(session.client, session.contracts, session.store,  # type: ignore[arg-type]
                                   raw.get("provenance", raw)))
+
+
+@verify_app.command("action")
+def verify_action_cmd(file: Path, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME) -> None:
+    """Check an agent's action bundle: every signature, the DAG down through the model-call receipts to
+    the models' lineage, and who is owed what; fails naming the first broken link."""
+    from provenant.agents.cli import print_action_verification
+
+    session = _settlement_session(rpc_url, home)
+    if not print_action_verification(session.client, session.contracts, session.store, file, console):
+        raise typer.Exit(1)
 
 
 def main() -> None:

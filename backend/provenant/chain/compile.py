@@ -23,6 +23,7 @@ CONTRACT_NAMES = (
     "ModelRegistry",
     "UsageEscrow",
     "AttributionSettlement",
+    "AgentRegistry",  # ERC-8004 identity for agents (backend/provenant/agents/)
 )
 
 
@@ -62,7 +63,8 @@ def compile_contracts(force: bool = False) -> dict[str, Artifact]:
     standard_input = {"language": "Solidity", "sources": sources, "settings": {**settings, "remappings": [
         "@openzeppelin/=node_modules/@openzeppelin/"
     ]}}
-    key = hashlib.sha256(json.dumps(standard_input, sort_keys=True).encode()).hexdigest()[:16]
+    keyed = {"input": standard_input, "contracts": CONTRACT_NAMES}  # a new contract name is a new cache entry
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
     cache = build_dir() / "artifacts" / f"{key}.json"
     if cache.exists() and not force:
         raw = json.loads(cache.read_text())

@@ -22,6 +22,7 @@ from provenant.chain.compile import Artifact, compile_contracts
 
 DEFAULT_SPLIT_BPS = {"protocol": 500, "owner": 1500, "curators": 1000, "contributors": 7000}
 TOKEN_SUPPLY_WEI = 1_000_000_000 * 10**18
+AGENT_REGISTRY = "AgentRegistry"
 
 
 class AlreadyDeployed(ChainError):
@@ -38,6 +39,9 @@ class DeploymentManifest:
     deployer: str
     block_number: int
     addresses: dict[str, str]  # contract name -> checksum address
+    # The ERC-8004 AgentRegistry, kept out of `addresses` so that every consumer that maps those
+    # names to compiled ABIs (the indexer, the API) keeps working unchanged; "" before agents existed.
+    agent_registry: str = ""
 
     @staticmethod
     def path_for(home: Path, chain_id: int) -> Path:
@@ -69,12 +73,15 @@ class Contracts:
     escrow: Contract
     settlement: Contract
     manifest: DeploymentManifest
+    # The ERC-8004 agent registry; None for a deployment made before it existed.
+    agents: Contract | None = None
 
     @classmethod
     def attach(cls, client: ChainClient, manifest: DeploymentManifest) -> "Contracts":
         artifacts = compile_contracts()
         check_bindings(artifacts)
-        client.register_abis({n: a.abi for n, a in artifacts.items()}, manifest.addresses)
+        named = {**manifest.addresses, **({AGENT_REGISTRY: manifest.agent_registry} if manifest.agent_registry else {})}
+        client.register_abis({n: a.abi for n, a in artifacts.items()}, named)
 
         def at(name: str) -> Contract:
             return client.w3.eth.contract(address=manifest.addresses[name], abi=artifacts[name].abi)
@@ -86,6 +93,8 @@ class Contracts:
             escrow=at("UsageEscrow"),
             settlement=at("AttributionSettlement"),
             manifest=manifest,
+            agents=client.w3.eth.contract(address=manifest.agent_registry, abi=artifacts[AGENT_REGISTRY].abi)
+            if manifest.agent_registry else None,
         )
 
     @classmethod
@@ -114,7 +123,7 @@ def deploy_all(
     withdraw_delay: int = 86_400,
     split_delay: int = 2 * 86_400,
 ) -> Contracts:
-    """Compile and deploy the five contracts, wire them, and write the manifest."""
+    """Compile and deploy the five contracts, wire them, deploy the agent registry, and write the manifest."""
     client.check_signer(deployer)
     live = _has_live_deployment(client, home)
     if live is not None:
@@ -159,5 +168,11 @@ def deploy_all(
     )
     contracts = Contracts.attach(client, manifest)
     client.transact(deployer, contracts.escrow.functions.setSettlement(settlement))
+    # Deployed last, so the five contracts above keep the addresses they always had.
+    agents = deploy(AGENT_REGISTRY)
+    manifest = DeploymentManifest(chain_id=manifest.chain_id, deployer=manifest.deployer,
+                                  block_number=manifest.block_number,
+                                  addresses=manifest.addresses, agent_registry=agents)
+    contracts = Contracts.attach(client, manifest)
     manifest.save(home)
     return contracts
