@@ -91,3 +91,38 @@ def test_bad_jobs_are_refused_naming_the_problem(api: TestClient) -> None:
     job = _wait(api, r.json()["job_id"], ("failed", "succeeded"))
     assert job["state"] == "failed" and "no approved contributions" in job["error"]
     assert api.get("/v1/jobs/nope").status_code == 404
+
+
+def test_an_lm_job_trains_on_text_rows_with_per_datanet_metrics_and_verifies(api: TestClient, chain: ChainClient,
+                                                                             deployed: Contracts, tmp_path: Path) -> None:
+    from provenant.verify import verify_model
+
+    store = open_store(str(tmp_path / "home" / "store"))
+    service = DatanetService(chain, deployed, store)
+    curator = dev_accounts()[2]
+    datanet = service.create(curator, {"name": "answers", "task": "prompt_completion"})
+    rows = tmp_path / "qa.jsonl"
+    rows.write_text("".join(f'{{"prompt": "q{i}?", "completion": " a{i}"}}\n' for i in range(8)), encoding="utf-8")
+    record = service.contribute(dev_accounts()[4], datanet, rows)
+    service.approve(curator, datanet, [record.contribution_id])
+
+    owner = dev_accounts()[6]
+    headers = _login(api, owner)
+    body = {"name": "answers-lm", "datanet_ids": [datanet], "base_model": "tiny-llama",
+            "lora": {"epochs": 1, "max_length": 24, "batch_size": 8}, "filters": {"held_out": 0.25}}
+    r = api.post("/v1/jobs", json={**body, "filters": {"weights": {str(datanet): 0}}}, headers=headers)
+    assert r.status_code == 422 and "weight for Datanet" in r.json()["detail"]
+    r = api.post("/v1/jobs", json=body, headers=headers)
+    assert r.status_code == 202, r.text
+    assert r.json()["settings"]["target_modules"] == ["q_proj", "v_proj"]  # the base's default
+    job = _wait(api, r.json()["job_id"], ("succeeded", "failed"))
+    assert job["state"] == "succeeded", job["error"]
+    assert job["result"]["task"] == "causal-lm" and job["selection_cid"]
+    metrics = api.get(f"/v1/jobs/{job['job_id']}").json()["result"]["per_datanet"][str(datanet)]
+    assert metrics["held_out_rows"] == 2 and metrics["train_rows"] == 6 and metrics["eval_loss"] > 0
+    spec = job["result"]["registration"]
+    values = [bytes.fromhex(v[2:]) if k in ("lineageRoot", "configHash", "adapterHash") else
+              int(v) if k == "pricePerCall" else v for k, v in spec.items()]
+    chain.transact(owner, deployed.models.functions.registerModel(tuple(values)))
+    verdict = verify_model(chain, deployed, store, 1)
+    assert verdict.ok, verdict.reasons

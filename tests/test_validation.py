@@ -288,3 +288,45 @@ def test_rows_hash_is_order_sensitive_and_stable_across_formatting(tmp_path: Pat
     assert rows_hash(validate_contribution(_write(tmp_path, other), RULES).rows) == rows_hash(rows)
     h = rows_hash(rows)
     assert h.startswith("0x") and len(h) == 66 and int(h, 16) >= 0
+
+
+# --- the causal-LM formats: {"text"} and {"prompt", "completion"} ------------------------------
+
+TEXT_RULES = DatanetRules(task="text")
+QA_RULES = DatanetRules(task="prompt_completion")
+
+
+def test_text_and_prompt_completion_rows_pass(tmp_path: Path) -> None:
+    text = validate_contribution(_write(tmp_path, '{"text": "a note"}\n{"text": "another"}\n'), TEXT_RULES)
+    assert text.rows == ({"text": "a note"}, {"text": "another"})
+    qa = validate_contribution(_write(tmp_path, '{"prompt": "2+2?", "completion": " 4"}\n', "qa.jsonl"), QA_RULES)
+    assert qa.rows == ({"prompt": "2+2?", "completion": " 4"},)
+
+
+@pytest.mark.parametrize("rules, content, line, fragment", [
+    (TEXT_RULES, '{"text": "ok"}\n{"text": "x", "label": "billing"}\n', 2, "unexpected key 'label' (a text row has only text)"),
+    (TEXT_RULES, '{"text": ""}\n', 1, "'text' is empty"),
+    (TEXT_RULES, '{"prompt": "a", "completion": "b"}\n', 1, "missing key 'text'"),
+    (QA_RULES, '{"prompt": " ", "completion": "b"}\n', 1, "'prompt' is empty"),
+    (QA_RULES, '{"text": "a"}\n', 1, "missing key 'prompt', 'completion'"),
+    (QA_RULES, b'{"prompt": "a\xff", "completion": "b"}\n', 1, "invalid UTF-8"),
+])
+def test_causal_lm_rule_violations_name_file_line_and_problem(tmp_path: Path, rules: DatanetRules,
+                                                              content: str | bytes, line: int, fragment: str) -> None:
+    err = _error(_write(tmp_path, content, "lm.jsonl"), rules)
+    assert err.file == "lm.jsonl" and err.line == line
+    assert fragment in err.problem
+
+
+def test_row_and_byte_limits_apply_to_causal_lm_datanets(tmp_path: Path) -> None:
+    rows = "".join('{"text": "row"}\n' for _ in range(4))
+    err = _error(_write(tmp_path, rows), DatanetRules(task="text", max_rows=3))
+    assert err.line == 4 and "too many rows" in err.problem
+    err = _error(_write(tmp_path, rows), DatanetRules(task="text", max_bytes=20))
+    assert err.line is None and "over the limit of 20 bytes" in err.problem
+
+
+def test_labels_are_refused_outside_classification() -> None:
+    with pytest.raises(ValueError, match="labels only apply to classification"):
+        DatanetRules(task="text", labels=("a",))
+

@@ -196,29 +196,86 @@ def reject(contribution_id: int, reason: Annotated[str, typer.Option(help="spam|
     console.print(f"rejected {contribution_id}")
 
 
+def _per_datanet(pairs: list[str], option: str, kind: type) -> dict[int, object]:
+    """["3=500", "4=0.5"] -> {3: 500, 4: 0.5}; a malformed pair is one clear error."""
+    out: dict[int, object] = {}
+    for pair in pairs:
+        datanet, sep, value = pair.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[int(datanet)] = kind(value)
+        except ValueError:
+            raise typer.BadParameter(f"{option} wants DATANET={kind.__name__.upper()}, got {pair!r}") from None
+    return out
+
+
 @app.command()
 def train(name: str, datanets: Annotated[str, typer.Option(help="comma-separated Datanet ids")],
           server: Annotated[str, typer.Option(help="serving key address")],
           price: Annotated[int, typer.Option(help="price per call, wei")] = 10**18,
-          epochs: int = 3, seed: int = 0, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME,
+          base_model: Annotated[str, typer.Option(help="minilm, tiny-encoder, tiny-llama, or a Hugging Face "
+                                                       "model id / local folder (causal LMs for text Datanets)")] = "minilm",
+          epochs: int = 3, seed: int = 0, rank: int = 8, alpha: int = 16, dropout: float = 0.0,
+          learning_rate: Annotated[float, typer.Option("--lr", help="learning rate")] = 1e-3,
+          batch_size: int = 16, max_length: int = 64,
+          target_modules: Annotated[Optional[str], typer.Option(help="comma-separated; default: the base's "
+                                                                     "attention projections")] = None,
+          contributor: Annotated[Optional[list[str]], typer.Option(help="only this contributor (repeatable)")] = None,
+          exclude_contributor: Annotated[Optional[list[str]], typer.Option(help="leave out (repeatable)")] = None,
+          from_block: Annotated[Optional[int], typer.Option(help="contributions recorded at or after")] = None,
+          to_block: Annotated[Optional[int], typer.Option(help="contributions recorded at or before")] = None,
+          from_time: Annotated[Optional[int], typer.Option(help="unix seconds of the recording block")] = None,
+          to_time: Annotated[Optional[int], typer.Option(help="unix seconds of the recording block")] = None,
+          max_rows: Annotated[Optional[list[str]], typer.Option(help="DATANET=N row cap (repeatable)")] = None,
+          weight: Annotated[Optional[list[str]], typer.Option(help="DATANET=W sampling weight (repeatable)")] = None,
+          held_out: Annotated[float, typer.Option(help="fraction of each Datanet held out for evaluation")] = 0.1,
+          rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME,
           key_env: KeyEnvOpt = "PROVENANT_KEY", keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
-    """Train a LoRA classifier on the approved contributions of Datanets and register it."""
+    """Train a LoRA model (a classifier, or a causal LM for text / prompt-completion Datanets) on the
+    approved contributions of Datanets, with a progress bar, and register it with its lineage."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
     from provenant.datanets.service import DatanetService
+    from provenant.factory.base_models import default_target_modules
     from provenant.factory.builder import ModelFactory, ModelRequest
+    from provenant.factory.selection import SelectionFilters
     from provenant.factory.train import LoraSettings
 
+    targets = tuple(t.strip() for t in target_modules.split(",") if t.strip()) if target_modules else \
+        default_target_modules(base_model)
+    settings = LoraSettings(rank=rank, alpha=alpha, dropout=dropout, target_modules=targets,
+                            learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, max_length=max_length,
+                            seed=seed)
+    filters = SelectionFilters(contributors=tuple(contributor or ()), exclude_contributors=tuple(exclude_contributor or ()),
+                               from_block=from_block, to_block=to_block, from_time=from_time, to_time=to_time,
+                               max_rows=_per_datanet(max_rows or [], "--max-rows", int),  # type: ignore[arg-type]
+                               weights=_per_datanet(weight or [], "--weight", float),  # type: ignore[arg-type]
+                               held_out=held_out)
     session = _session(rpc_url, home)
     signer = _signer(session, key_env, keystore, dev_account)
     contracts, store = session.contracts, session.store
     factory = ModelFactory(session.client, contracts, store, DatanetService(session.client, contracts, store))  # type: ignore[arg-type]
     request = ModelRequest(name=name, datanet_ids=tuple(int(d) for d in datanets.split(",")), server=server,
-                           price_per_call=price, settings=LoraSettings(epochs=epochs, seed=seed))
-    def progress(p: dict) -> None:  # per-step progress is for jobs and the UI; the CLI prints epochs
-        if p.get("stage") != "train":
-            err.print({k: round(v, 4) if isinstance(v, float) else v for k, v in p.items()})
+                           price_per_call=price, base_model=base_model, settings=settings, filters=filters)
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err, transient=False) as bar:
+        task = bar.add_task("training", total=None, info="")
 
-    model = factory.build(signer, request, progress=progress)
-    console.print(f"model {model.model_id}: manifest {model.manifest_cid}, lineage root {model.manifest.lineage_root}")
+        def progress(p: dict) -> None:
+            if p.get("stage") == "train":
+                bar.update(task, total=p["epochs"] * p["steps"], completed=(p["epoch"] - 1) * p["steps"] + p["step"],
+                           description=f"epoch {p['epoch']}/{p['epochs']}",
+                           info=f"loss {p['loss']:.4f} · {p['examples_per_second']:.1f} ex/s")
+            else:
+                bar.console.print({k: round(v, 4) if isinstance(v, float) else v for k, v in p.items()})
+
+        model = factory.build(signer, request, progress=progress)
+    for datanet_id, m in sorted(model.manifest.metrics.get("per_datanet", {}).items()):
+        shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items())
+        console.print(f"Datanet {datanet_id}: {shown}")
+    console.print(f"model {model.model_id} ({model.manifest.task}): manifest {model.manifest_cid}, "
+                  f"lineage root {model.manifest.lineage_root}")
 
 
 @app.command()

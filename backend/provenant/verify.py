@@ -68,6 +68,13 @@ def verify_model(client: ChainClient, contracts: Contracts, store: ContentStore,
         used = rows if entry.row_indices is None else tuple(rows[i] for i in entry.row_indices)
         if rows_hash(used) != entry.rows_hash:
             verdict.reasons.append(f"contribution {entry.contribution_id}: rows hash differs")
+    from provenant.factory.recheck import selection_problems  # no torch: recheck reads chain and store only
+
+    problems = selection_problems(client, contracts, store, manifest)
+    verdict.reasons.extend(problems)
+    if not problems and manifest.selection.get("cid"):
+        verdict.checks.append(f"selection {manifest.selection['cid']}: trained and held-out rows follow from "
+                              "its filters and seed")
     if lineage_root(manifest.contributions) != record.lineage_root:
         verdict.reasons.append("lineage root recomputed from the manifest differs from the registered root")
     else:

@@ -23,7 +23,8 @@ class LoraIn(BaseModel):
     rank: int = Field(8, ge=1, le=256)
     alpha: int = Field(16, ge=1, le=1024)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(default_factory=lambda: ["query", "value"], min_length=1, max_length=16)
+    target_modules: list[str] | None = Field(None, min_length=1, max_length=16,
+                                             description="default: the base model's usual attention projections")
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
     epochs: int = Field(3, ge=1, le=100)
     batch_size: int = Field(16, ge=1, le=1024)
@@ -31,11 +32,26 @@ class LoraIn(BaseModel):
     seed: int = Field(0, ge=0, le=2**32 - 1)
 
 
+class FiltersIn(BaseModel):
+    """Which approved rows train: all of them unless filtered (factory/selection.py)."""
+
+    contributors: list[str] = Field(default_factory=list, max_length=1000, description="only these contributors")
+    exclude_contributors: list[str] = Field(default_factory=list, max_length=1000)
+    from_block: int | None = Field(None, ge=0, description="contributions recorded at or after this block")
+    to_block: int | None = Field(None, ge=0)
+    from_time: int | None = Field(None, ge=0, description="unix seconds of the recording block, inclusive")
+    to_time: int | None = Field(None, ge=0)
+    max_rows: dict[int, int] = Field(default_factory=dict, description="Datanet id -> at most this many rows")
+    weights: dict[int, float] = Field(default_factory=dict, description="Datanet id -> sampling weight")
+    held_out: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of each Datanet held out for evaluation")
+
+
 class JobIn(BaseModel):
     name: str = Field(min_length=1, max_length=100, pattern=r"^[\w.\-/]+$")
     datanet_ids: list[int] = Field(min_length=1, max_length=64)
     base_model: str = Field("minilm", max_length=200)
     lora: LoraIn = Field(default_factory=LoraIn)
+    filters: FiltersIn = Field(default_factory=FiltersIn)
     server: str | None = Field(None, pattern=ADDRESS, description="serving key; default the caller")
     price_per_call: int = Field(10**15, ge=0, le=10**30)
     load_in_4bit: bool = Field(False, description="QLoRA-style 4-bit base; needs CUDA and bitsandbytes")
@@ -70,15 +86,21 @@ def create_jobs_router(runner: JobRunner, require_session: Callable[..., Session
         """Queue a training job on the approved contributions of the chosen Datanets."""
         if body.load_in_4bit:
             raise HTTPException(422, qlora_unavailable())
+        from provenant.factory.base_models import default_target_modules
         from provenant.factory.builder import ModelRequest  # torch loads here, not at server start
+        from provenant.factory.selection import SelectionFilters
         from provenant.factory.train import LoraSettings
 
+        lora = body.lora.model_dump()
+        lora["target_modules"] = tuple(lora["target_modules"] or default_target_modules(body.base_model))
         try:
-            settings = LoraSettings(**body.lora.model_dump())
+            settings = LoraSettings(**lora)
+            filters = SelectionFilters(**body.filters.model_dump())
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
         request = ModelRequest(name=body.name, datanet_ids=tuple(body.datanet_ids), server=body.server or session.address,
-                               price_per_call=body.price_per_call, base_model=body.base_model, settings=settings)
+                               price_per_call=body.price_per_call, base_model=body.base_model, settings=settings,
+                               filters=filters)
         return asdict(runner.submit(owner=session.address, request=request))
 
     @router.get("")
@@ -88,7 +110,8 @@ def create_jobs_router(runner: JobRunner, require_session: Callable[..., Session
 
     @router.get("/{job_id}", responses={404: {"description": "no such job"}})
     def job(job_id: str) -> dict[str, Any]:
-        """One job: state, live progress (step, epoch, loss, examples/s, ETA) and result."""
+        """One job: state, live progress (step, epoch, loss, examples/s, ETA) and result (with the
+        held-out metrics per Datanet under `result.per_datanet`)."""
         return get(job_id)
 
     @router.post("/{job_id}/cancel", responses={401: {"description": "no SIWE session"},

@@ -210,3 +210,52 @@ def load_causal_base_model(name: str) -> CausalBaseModel:
                                    max_positions=int(getattr(model.config, "max_position_embeddings", 2048)))
         _CAUSAL_CACHE[key] = base
         return base
+
+
+# -- what a base is, without loading its weights ---------------------------------------------------
+_ENCODER_TARGETS = ("query", "value")  # BERT-style attention projections (MiniLM, tiny-encoder)
+_LLAMA_TARGETS = ("q_proj", "v_proj")  # peft's default for Llama-style decoders
+
+
+def _local_config(name: str):  # type: ignore[no-untyped-def]
+    """The transformers config of a folder or cached hub id, or None when there is none offline."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(resolve_base_model(name), local_files_only=True)
+    except (OSError, ValueError, BaseModelError):
+        return None
+
+
+def is_causal_base(name: str) -> bool:
+    """Whether `name` is a causal LM (unknown names count as causal: loading them says what is wrong)."""
+    key = name.strip().lower()
+    if key == TINY_LLAMA:
+        return True
+    if key == TINY_ENCODER or key in _PACKAGED:
+        return False
+    config = _local_config(name)
+    if config is None:
+        return True
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    architectures = getattr(config, "architectures", None) or []
+    return any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in architectures) or (
+        not architectures and config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
+def default_target_modules(name: str) -> tuple[str, ...]:
+    """The LoRA target modules used when none are given: peft's per-architecture defaults."""
+    key = name.strip().lower()
+    if key == TINY_LLAMA:
+        return _LLAMA_TARGETS
+    if key == TINY_ENCODER or key in _PACKAGED:
+        return _ENCODER_TARGETS
+    config = _local_config(name)
+    if config is not None:
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+        targets = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(config.model_type)
+        if targets:
+            return tuple(targets)
+    return _ENCODER_TARGETS if not is_causal_base(name) else _LLAMA_TARGETS

@@ -5,7 +5,8 @@ atomically on every update) and `checkpoint.pt` (the training state after the la
 epoch). The runner trains one job at a time in a background thread (trainings share the
 process-global dropout RNG, see factory/train.py). When the process dies mid-training, the next
 runner finds the job still `running`, and resumes it from its checkpoint with the selection that
-was frozen before training began, ending with the adapter an uninterrupted run would give.
+was frozen before training began (the rows that train and the held-out rows, stored by CID as
+`selection_cid`), ending with the adapter an uninterrupted run would give.
 
 When the runner holds a builder key (the CLI), a finished job registers its model on chain;
 otherwise (the web app) the result carries the registration fields for the owner's wallet.
@@ -43,6 +44,8 @@ class Job:
     price_per_call: int
     state: str = "queued"
     contribution_ids: list[int] | None = None  # the frozen selection, once made
+    filters: dict[str, Any] = field(default_factory=dict)  # SelectionFilters.to_dict(); empty: none
+    selection_cid: str | None = None  # the frozen selection document (rows that train / are held out)
     progress: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -52,11 +55,13 @@ class Job:
 
     def request(self) -> ModelRequest:
         from provenant.factory.builder import ModelRequest
+        from provenant.factory.selection import SelectionFilters
         from provenant.factory.train import LoraSettings
 
         return ModelRequest(name=self.name, datanet_ids=tuple(self.datanet_ids), server=self.server,
                             price_per_call=self.price_per_call, base_model=self.base_model,
-                            settings=LoraSettings.from_dict(self.settings))
+                            settings=LoraSettings.from_dict(self.settings),
+                            filters=SelectionFilters.from_dict(self.filters) if self.filters else SelectionFilters())
 
 
 class JobStore:
@@ -72,7 +77,8 @@ class JobStore:
     def create(self, *, owner: str, request: ModelRequest) -> Job:
         job = Job(job_id=secrets.token_hex(8), owner=owner, name=request.name, datanet_ids=list(request.datanet_ids),
                   settings=request.settings.to_dict(), base_model=request.base_model, server=request.server,
-                  price_per_call=request.price_per_call)
+                  price_per_call=request.price_per_call,
+                  filters={} if request.filters.is_default else request.filters.to_dict())
         self.save(job)
         return job
 
@@ -199,16 +205,27 @@ class JobRunner:
                 self.store.save(current)
 
         try:
-            if job.contribution_ids is None:
-                job.contribution_ids = [r.contribution_id for r in self.factory.select(tuple(job.datanet_ids)).records]
-                self.store.save(job)  # frozen before training: a resume trains on exactly these
-            selection = self.factory.select(tuple(job.datanet_ids), only=tuple(job.contribution_ids))
-            manifest, manifest_cid = self.factory.make(job.request(), selection, progress=progress,
-                                                       checkpoints=FileCheckpoints(self.store, job_id))
+            request = job.request()
+            if job.selection_cid is None and job.contribution_ids is None:
+                selection = self.factory.select(tuple(job.datanet_ids), filters=request.filters,
+                                                seed=request.settings.seed)
+                job.selection_cid = self.factory.freeze(selection)
+                job.contribution_ids = [r.contribution_id for r in selection.records]
+                job.progress = {"stage": "selected", "selection_cid": job.selection_cid, "task": selection.task,
+                                "per_datanet": selection.summary()}
+                self.store.save(job)  # frozen before training: a resume trains on exactly these rows
+            elif job.selection_cid is not None:
+                selection = self.factory.load_frozen(job.selection_cid)
+            else:  # a job frozen before selections were stored by CID: every row of those contributions
+                selection = self.factory.select(tuple(job.datanet_ids), only=tuple(job.contribution_ids or ()))
+            manifest, manifest_cid = self.factory.make(request, selection, progress=progress,
+                                                       checkpoints=FileCheckpoints(self.store, job_id),
+                                                       selection_cid=job.selection_cid)
             job = self.store.get(job_id)
             job.result = {"manifest_cid": manifest_cid, "adapter_cid": manifest.adapter_cid,
                           "adapter_hash": manifest.adapter_hash, "lineage_root": manifest.lineage_root,
-                          "metrics": manifest.metrics,
+                          "task": manifest.task, "metrics": manifest.metrics,
+                          "per_datanet": manifest.metrics.get("per_datanet", {}),
                           "registration": self.factory.registration(job.request(), manifest, manifest_cid)}
             if self.builder is not None:
                 job.result["model_id"] = self.factory.register(self.builder, job.request(), manifest, manifest_cid)

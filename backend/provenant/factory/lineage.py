@@ -9,7 +9,7 @@ when unfiltered), so row caps, sampling and held-out splits stay verifiable.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from provenant.datanets.service import canonical_json
@@ -67,7 +67,10 @@ class Manifest:
     adapter_hash: str
     adapter_config: dict[str, Any]
     index_cid: str
-    metrics: dict[str, Any]
+    metrics: dict[str, Any]  # training metrics; "per_datanet": Datanet id -> held-out metrics and row counts
+    # The frozen selection: its CID ("cid", stored before training), each contribution's held-out
+    # row indices ("held_out") and per-Datanet row counts ("per_datanet"). Empty in older manifests.
+    selection: dict[str, Any] = field(default_factory=dict)
     format: str = MANIFEST_FORMAT
 
     def to_bytes(self) -> bytes:

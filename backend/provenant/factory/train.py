@@ -4,27 +4,24 @@ Read top to bottom: validate -> labels -> build model -> epochs of shuffled mini
 -> evaluate -> serialise the trainable tensors. Same examples + settings + base model + torch thread
 count give bit-identical `adapter_bytes` on one machine. All randomness comes from `settings.seed`:
 an explicit generator for the initial weights and the batch order, and a forked (then restored)
-global RNG for the dropout inside the base model, so callers' RNG state is untouched. Because that
-dropout RNG is process-global, trainings in one process take turns (`_TRAINING_LOCK`); on a
-2-core machine running them side by side would gain nothing anyway.
+global RNG for the dropout inside the base model, so callers' RNG state is untouched. The epochs,
+checkpoints, resume and cancellation are the shared loop of `provenant.factory.loop`.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
 
 import torch
 
 from provenant.factory.base_models import DEFAULT_BASE_MODEL, load_base_model
+from provenant.factory.loop import Checkpoints, LoopSettings, TrainingCancelled, run_epochs
 from provenant.factory.model import (ADAPTER_FORMAT, LoraClassifier, adapter_to_bytes, build_lora_classifier,
                                      encode, example_loss, load_adapter_bytes, trainable_parameters)
 
-
-_TRAINING_LOCK = threading.Lock()
+__all__ = ["Checkpoints", "Example", "LoraSettings", "TrainedAdapter", "TrainingCancelled", "evaluate",
+           "fit_classifier", "train_classifier"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +32,7 @@ class Example:
     label: str
     contribution_id: int
     row_index: int  # index of the row inside its contribution file
+    datanet_id: int = 0  # 0: not known (rows not read from a Datanet); per-Datanet metrics group by it
 
 
 @dataclass(frozen=True)
@@ -76,24 +74,6 @@ class LoraSettings:
         return cls(**{**data, "target_modules": tuple(data["target_modules"])})
 
 
-class TrainingCancelled(RuntimeError):
-    """Raised between steps when `Checkpoints.cancelled()` says so; the last checkpoint stays."""
-
-
-class Checkpoints(Protocol):
-    """Where a training saves its state after each epoch and reads it back to resume.
-
-    A resumed training ends with the same adapter bytes as an uninterrupted one: the state holds
-    the trainable tensors, the optimizer's moments, the batch-order generator and the global RNG
-    (dropout), all as they were at the end of the last finished epoch."""
-
-    def load(self) -> dict[str, Any] | None: ...
-
-    def save(self, state: dict[str, Any]) -> None: ...
-
-    def cancelled(self) -> bool: ...
-
-
 @dataclass
 class TrainedAdapter:
     adapter_bytes: bytes  # safetensors: every trainable tensor (LoRA + head), sorted by name
@@ -131,60 +111,21 @@ def fit_classifier(examples: Sequence[Example], settings: LoraSettings, base_mod
     model = build_lora_classifier(base, rank=settings.rank, alpha=settings.alpha, dropout=settings.dropout,
                                   target_modules=settings.target_modules, num_labels=len(labels),
                                   seed=settings.seed)
-    params = [p for _, p in trainable_parameters(model)]
-    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
-    order_rng = torch.Generator().manual_seed(settings.seed)
 
-    n, bs = len(examples), settings.batch_size
-    steps_per_epoch = -(-n // bs)
-    epoch_losses: list[float] = []
-    started = time.perf_counter()
-    resumed = checkpoints.load() if checkpoints is not None else None
-    with _TRAINING_LOCK, torch.random.fork_rng(devices=[]):  # dropout uses the global RNG: seed, then restore
-        torch.manual_seed(settings.seed)
-        first_epoch = 0
-        if resumed is not None:
-            load_adapter_bytes(model, resumed["adapter"])
-            optimizer.load_state_dict(resumed["optimizer"])
-            order_rng.set_state(resumed["order_rng"])
-            torch.set_rng_state(resumed["global_rng"])
-            epoch_losses = list(resumed["epoch_losses"])
-            first_epoch = len(epoch_losses)
-        model.train()
-        for epoch in range(first_epoch, settings.epochs):
-            order = torch.randperm(n, generator=order_rng).tolist()
-            total = 0.0
-            for step, start in enumerate(range(0, n, bs)):
-                if checkpoints is not None and checkpoints.cancelled():
-                    raise TrainingCancelled(f"cancelled at epoch {epoch + 1}, step {step + 1}")
-                idx = order[start:start + bs]
-                input_ids, attention_mask = encode(base.tokenizer, [texts[i] for i in idx], settings.max_length)
-                loss = example_loss(model(input_ids, attention_mask), targets[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(idx)
-                if progress is not None:
-                    done = (epoch - first_epoch) * steps_per_epoch + step + 1
-                    left = (settings.epochs - first_epoch) * steps_per_epoch - done
-                    elapsed = time.perf_counter() - started
-                    progress({"stage": "train", "epoch": epoch + 1, "epochs": settings.epochs, "step": step + 1,
-                              "steps": steps_per_epoch, "loss": loss.item(),
-                              "examples_per_second": done * bs / elapsed if elapsed > 0 else 0.0,
-                              "eta_seconds": elapsed / done * left})
-            epoch_losses.append(total / n)
-            if checkpoints is not None:
-                checkpoints.save({"adapter": adapter_to_bytes(model), "optimizer": optimizer.state_dict(),
-                                  "order_rng": order_rng.get_state(), "global_rng": torch.get_rng_state(),
-                                  "epoch_losses": list(epoch_losses)})
-            if progress is not None:
-                progress({"stage": "epoch", "epoch": epoch + 1, "epochs": settings.epochs,
-                          "train_loss": epoch_losses[-1], "seconds": time.perf_counter() - started})
-        model.eval()
-    seconds = time.perf_counter() - started
+    def batch_loss(idx: Sequence[int]) -> tuple[torch.Tensor, float]:
+        input_ids, attention_mask = encode(base.tokenizer, [texts[i] for i in idx], settings.max_length)
+        return example_loss(model(input_ids, attention_mask), targets[list(idx)]), float(len(idx))
+
+    result = run_epochs(model, [p for _, p in trainable_parameters(model)], len(examples),
+                        LoopSettings(epochs=settings.epochs, batch_size=settings.batch_size,
+                                     learning_rate=settings.learning_rate, seed=settings.seed),
+                        batch_loss, save_adapter=lambda: adapter_to_bytes(model),
+                        load_adapter=lambda data: load_adapter_bytes(model, data),
+                        progress=progress, checkpoints=checkpoints)
+    n, epoch_losses, seconds = len(examples), result.epoch_losses, result.seconds
 
     metrics: dict = {"train_loss": epoch_losses, "seconds": seconds, "examples": n,
-                     "examples_per_second": n * settings.epochs / seconds if seconds > 0 else 0.0,
+                     "examples_per_second": result.examples_per_second,
                      "threads": torch.get_num_threads()}
     if eval_examples:
         metrics.update(evaluate(model, base.tokenizer, eval_examples, label_to_id, settings))

@@ -1,0 +1,122 @@
+"""The one training loop both tasks share: seeded epochs of shuffled mini-batches with AdamW,
+per-step progress, a checkpoint after every epoch, resume, cancellation.
+
+Determinism: the batch order comes from an explicit generator seeded with `seed`, and dropout
+draws from the process-global RNG, which is seeded here inside `fork_rng` (so callers' RNG state
+is untouched) and saved in every checkpoint. Same model init + data + settings + torch thread
+count give bit-identical tensors, and a resumed run ends where an uninterrupted one does. Because
+the dropout RNG is process-global, trainings in one process take turns (`TRAINING_LOCK`); on a
+2-core machine running them side by side would gain nothing anyway.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+TRAINING_LOCK = threading.Lock()
+
+
+class TrainingCancelled(RuntimeError):
+    """Raised between steps when `Checkpoints.cancelled()` says so; the last checkpoint stays."""
+
+
+class Checkpoints(Protocol):
+    """Where a training saves its state after each epoch and reads it back to resume.
+
+    A resumed training ends with the same adapter bytes as an uninterrupted one: the state holds
+    the trainable tensors, the optimizer's moments, the batch-order generator and the global RNG
+    (dropout), all as they were at the end of the last finished epoch."""
+
+    def load(self) -> dict[str, Any] | None: ...
+
+    def save(self, state: dict[str, Any]) -> None: ...
+
+    def cancelled(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class LoopResult:
+    epoch_losses: list[float]  # weighted mean training loss of each epoch
+    seconds: float  # wall time of this call's epochs (a resumed call counts only its own)
+    examples_per_second: float
+
+
+# The loss of one mini-batch (indices into the training set) and its weight in the epoch's mean
+# (examples for a classifier, target tokens for a causal LM).
+BatchLoss = Callable[[Sequence[int]], tuple[torch.Tensor, float]]
+
+
+def run_epochs(model: nn.Module, params: Sequence[nn.Parameter], n: int, settings: LoopSettings,
+               batch_loss: BatchLoss, *, save_adapter: Callable[[], bytes],
+               load_adapter: Callable[[bytes], None],
+               progress: Callable[[dict], None] | None = None,
+               checkpoints: Checkpoints | None = None) -> LoopResult:
+    """Train `params` of `model` for `settings.epochs` over `n` examples; resume from `checkpoints`."""
+    optimizer = torch.optim.AdamW(list(params), lr=settings.learning_rate, weight_decay=0.0)
+    order_rng = torch.Generator().manual_seed(settings.seed)
+    bs = settings.batch_size
+    steps_per_epoch = -(-n // bs)
+    epoch_losses: list[float] = []
+    started = time.perf_counter()
+    trained_examples = 0
+    resumed = checkpoints.load() if checkpoints is not None else None
+    with TRAINING_LOCK, torch.random.fork_rng(devices=[]):  # dropout uses the global RNG: seed, then restore
+        torch.manual_seed(settings.seed)
+        first_epoch = 0
+        if resumed is not None:
+            load_adapter(resumed["adapter"])
+            optimizer.load_state_dict(resumed["optimizer"])
+            order_rng.set_state(resumed["order_rng"])
+            torch.set_rng_state(resumed["global_rng"])
+            epoch_losses = list(resumed["epoch_losses"])
+            first_epoch = len(epoch_losses)
+        model.train()
+        for epoch in range(first_epoch, settings.epochs):
+            order = torch.randperm(n, generator=order_rng).tolist()
+            total, weight = 0.0, 0.0
+            for step, start in enumerate(range(0, n, bs)):
+                if checkpoints is not None and checkpoints.cancelled():
+                    raise TrainingCancelled(f"cancelled at epoch {epoch + 1}, step {step + 1}")
+                idx = order[start:start + bs]
+                loss, w = batch_loss(idx)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * w
+                weight += w
+                trained_examples += len(idx)
+                if progress is not None:
+                    done = (epoch - first_epoch) * steps_per_epoch + step + 1
+                    left = (settings.epochs - first_epoch) * steps_per_epoch - done
+                    elapsed = time.perf_counter() - started
+                    progress({"stage": "train", "epoch": epoch + 1, "epochs": settings.epochs, "step": step + 1,
+                              "steps": steps_per_epoch, "loss": loss.item(),
+                              "examples_per_second": trained_examples / elapsed if elapsed > 0 else 0.0,
+                              "eta_seconds": elapsed / done * left})
+            epoch_losses.append(total / weight if weight > 0 else 0.0)
+            if checkpoints is not None:
+                checkpoints.save({"adapter": save_adapter(), "optimizer": optimizer.state_dict(),
+                                  "order_rng": order_rng.get_state(), "global_rng": torch.get_rng_state(),
+                                  "epoch_losses": list(epoch_losses)})
+            if progress is not None:
+                progress({"stage": "epoch", "epoch": epoch + 1, "epochs": settings.epochs,
+                          "train_loss": epoch_losses[-1], "seconds": time.perf_counter() - started})
+        model.eval()
+    seconds = time.perf_counter() - started
+    return LoopResult(epoch_losses=epoch_losses, seconds=seconds,
+                      examples_per_second=trained_examples / seconds if seconds > 0 else 0.0)

@@ -1,0 +1,68 @@
+"""Recheck a model's selection from public data: the frozen selection document (by CID), the chain
+and the manifest must tell one story.
+
+`verify model` already recomputes every lineage leaf from the content store (the rows hash of
+exactly the recorded row indices). This adds what the leaves alone cannot show: that the recorded
+training rows and held-out rows are the ones the published filters and seed select from the
+approved contributions (`plan_selection` rerun on the chain's data), and that no held-out row
+trained. Light on purpose (no torch), so that a verifier can import it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from provenant.chain.client import ChainClient
+from provenant.chain.deploy import Contracts
+from provenant.factory.lineage import Manifest
+from provenant.factory.selection import Candidate, SelectionError, SelectionFilters, plan_selection
+from provenant.store.blockstore import ContentStore
+
+
+def selection_problems(client: ChainClient, contracts: Contracts, store: ContentStore, manifest: Manifest) -> list[str]:
+    """Reasons the manifest's selection does not hold up; empty when it does (or when the manifest
+    predates frozen selections: then the lineage leaves are all there is to check)."""
+    cid = manifest.selection.get("cid")
+    if not cid:
+        return []
+    try:
+        doc: dict[str, Any] = json.loads(store.get(cid))
+        filters = SelectionFilters.from_dict(doc["filters"])
+        frozen = {c["contribution_id"]: c for c in doc["contributions"]}
+    except Exception as exc:  # noqa: BLE001 - any failure to read it is the finding
+        return [f"frozen selection {cid} unreadable: {exc}"]
+    problems: list[str] = []
+    for entry in manifest.contributions:
+        c = frozen.get(entry.contribution_id)
+        if c is None:
+            problems.append(f"contribution {entry.contribution_id} trained but is not in the frozen selection")
+            continue
+        used = list(range(c["rows"])) if entry.row_indices is None else list(entry.row_indices)
+        if used != c["train"]:
+            problems.append(f"contribution {entry.contribution_id}: trained rows differ from the frozen selection")
+        if set(c["train"]) & set(c["held_out"]):
+            problems.append(f"contribution {entry.contribution_id}: a held-out row also trained")
+    held = {str(k): v["held_out"] for k, v in frozen.items() if v["held_out"]}
+    if held != manifest.selection.get("held_out", {}):
+        problems.append("held-out rows in the manifest differ from the frozen selection")
+    if filters.is_default or problems:
+        return problems
+    blocks: dict[int, tuple[int, int]] = {}
+    for datanet_id in sorted({c["datanet_id"] for c in frozen.values()}):
+        logs = contracts.datanets.events.ContributionSubmitted.get_logs(
+            from_block=contracts.manifest.block_number, argument_filters={"datanetId": datanet_id})
+        for log in logs:
+            block = int(log["blockNumber"])
+            blocks[int(log["args"]["contributionId"])] = (block, int(client.w3.eth.get_block(block)["timestamp"]))
+    try:
+        candidates = [Candidate(c["contribution_id"], c["datanet_id"], c["contributor"], c["rows"],
+                                *blocks[c["contribution_id"]]) for c in frozen.values()]
+        replanned = {p.contribution_id: p for p in plan_selection(candidates, filters, int(doc["seed"]))}
+    except (KeyError, SelectionError) as exc:
+        return [f"the frozen selection cannot be replanned from the chain: {exc}"]
+    for cid_, c in sorted(frozen.items()):
+        plan = replanned.get(cid_)
+        if plan is None or list(plan.train) != c["train"] or list(plan.held_out) != c["held_out"]:
+            problems.append(f"contribution {cid_}: the published filters and seed select other rows than recorded")
+    return problems

@@ -1,0 +1,220 @@
+"""Train a LoRA adapter on a causal language model, deterministically, on the CPU.
+
+Two row kinds: `{"text"}` rows train on every token; `{"prompt", "completion"}` rows train on the
+completion only (the prompt's label positions are -100, so they add nothing to the loss). Each row
+becomes `[BOS] prompt completion [EOS]`, the same token stream serving sees (it encodes the prompt
+with a leading BOS and generates until EOS). The loss of a mini-batch is the mean over its target
+tokens, as Hugging Face's `LlamaForCausalLM(labels=...)` computes it.
+
+The adapter is written in the serving format (`provenant.serving.lora`): peft key names
+`base_model.model.<module path>.lora_{A,B}.weight`, float32, so a trained model is servable as is
+and `peft.set_peft_model_state_dict` loads the same bytes. Same examples + settings + base + torch
+thread count give bit-identical bytes (the loop is `provenant.factory.loop`).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, inject_adapter_in_model
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
+from torch import nn
+
+from provenant.factory.base_models import ByteTokenizer, CausalBaseModel, load_causal_base_model
+from provenant.factory.loop import Checkpoints, LoopSettings, run_epochs
+from provenant.factory.train import LoraSettings, TrainedAdapter
+from provenant.serving.lora import CAUSAL_ADAPTER_FORMAT, CAUSAL_TASK
+
+IGNORE = -100  # label of positions that add nothing to the loss
+_SERVING_PREFIX = "base_model.model."
+
+
+@dataclass(frozen=True)
+class LmExample:
+    """One causal-LM training row, traceable to its contribution. `prompt` is "" for text rows."""
+
+    prompt: str
+    completion: str  # the whole text of a text row
+    contribution_id: int
+    row_index: int
+    datanet_id: int = 0
+
+    @classmethod
+    def from_row(cls, row: dict, contribution_id: int, row_index: int, datanet_id: int = 0) -> "LmExample":
+        if "completion" in row:
+            return cls(row["prompt"], row["completion"], contribution_id, row_index, datanet_id)
+        return cls("", row["text"], contribution_id, row_index, datanet_id)
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE on BOS and prompt tokens
+
+
+def _encode(tokenizer: object, text: str) -> list[int]:
+    if not text:
+        return []
+    if isinstance(tokenizer, ByteTokenizer):
+        return tokenizer.encode(text, add_bos=False)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
+
+
+def tokenize(base: CausalBaseModel, example: LmExample, max_length: int) -> Tokenized:
+    """`[BOS] prompt completion [EOS]`, at most `max_length` tokens, labels on the completion + EOS.
+    Too long: the completion keeps at least half the budget and the prompt loses its start."""
+    bos = getattr(base.tokenizer, "bos_token_id", None)
+    prefix = [] if bos is None else [int(bos)]
+    prompt, target = _encode(base.tokenizer, example.prompt), _encode(base.tokenizer, example.completion)
+    target = target + [base.eos_token_id]
+    budget = max_length - len(prefix)
+    if len(prompt) + len(target) > budget:
+        keep_target = min(len(target), max(budget - len(prompt), budget // 2, 1))
+        target = target[:keep_target]
+        room = budget - keep_target
+        prompt = prompt[len(prompt) - room:] if room > 0 else []
+    ids = prefix + prompt + target
+    return Tokenized(input_ids=ids, labels=[IGNORE] * (len(prefix) + len(prompt)) + target)
+
+
+def pad_id(base: CausalBaseModel) -> int:
+    pad = getattr(base.tokenizer, "pad_token_id", None)
+    return int(pad) if pad is not None else base.eos_token_id
+
+
+def collate(rows: Sequence[Tokenized], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, attention_mask, labels); padding is masked and ignored."""
+    width = max(len(r.input_ids) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r.input_ids)] = torch.tensor(r.input_ids)
+        mask[i, :len(r.input_ids)] = 1
+        labels[i, :len(r.labels)] = torch.tensor(r.labels)
+    return ids, mask, labels
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(summed next-token cross-entropy over target positions, number of target positions)."""
+    shifted = labels[:, 1:].reshape(-1)
+    loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), shifted, ignore_index=IGNORE,
+                           reduction="sum")
+    return loss, int((shifted != IGNORE).sum())
+
+
+def build_lora_lm(base: CausalBaseModel, settings: LoraSettings) -> nn.Module:
+    """A fresh LoRA view of the shared frozen base: A ~ kaiming-uniform (seeded), B = 0."""
+    shared = {id(t): t for t in itertools.chain(base.model.parameters(), base.model.buffers())}
+    model = copy.deepcopy(base.model, memo=shared)  # new module tree, the base's tensors
+    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=list(settings.target_modules), bias="none")
+    with torch.random.fork_rng(devices=[]):  # module constructors draw from the global RNG
+        try:
+            model = inject_adapter_in_model(config, model)
+        except ValueError as exc:
+            raise ValueError(f"LoRA target_modules {list(settings.target_modules)} do not match the causal base "
+                             f"model {base.name!r}: {exc}") from exc
+    for name, param in model.named_parameters():
+        param.requires_grad_(".lora_" in name)
+    generator = torch.Generator().manual_seed(settings.seed)
+    with torch.no_grad():
+        for name, param in trainable(model):
+            if ".lora_A." in name:
+                nn.init.kaiming_uniform_(param, a=math.sqrt(5), generator=generator)  # peft's default
+            elif ".lora_B." in name:
+                param.zero_()
+            else:  # pragma: no cover - guards future peft variants (e.g. lora_embedding_*)
+                raise ValueError(f"unexpected trainable tensor {name}")
+    model.eval()
+    return model
+
+
+def trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return sorted(((n, p) for n, p in model.named_parameters() if p.requires_grad), key=lambda item: item[0])
+
+
+def _serving_name(name: str) -> str:
+    # peft's in-model name "x.q_proj.lora_A.default.weight" -> saved name "base_model.model.x.q_proj.lora_A.weight"
+    return _SERVING_PREFIX + name.replace(".default.", ".")
+
+
+def lm_adapter_bytes(model: nn.Module) -> bytes:
+    """The serving format: one metadata key (several come out in a per-process random order)."""
+    state = {_serving_name(n): p.detach().to(torch.float32).contiguous().clone() for n, p in trainable(model)}
+    return safetensors_save(state, metadata={"format": CAUSAL_ADAPTER_FORMAT})
+
+
+def load_lm_adapter(model: nn.Module, adapter_bytes: bytes) -> None:
+    state = safetensors_load(adapter_bytes)
+    params = {_serving_name(n): p for n, p in trainable(model)}
+    if set(state) != set(params):
+        raise ValueError("adapter does not fit this model: tensor names differ")
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(state[name])
+
+
+def fit_causal_lm(examples: Sequence[LmExample], settings: LoraSettings, base_model: str,
+                  eval_examples: Sequence[LmExample] = (), progress: Callable[[dict], None] | None = None,
+                  checkpoints: Checkpoints | None = None) -> tuple[TrainedAdapter, nn.Module]:
+    """Fine-tune LoRA on a causal LM; (adapter + config + metrics, the trained module in eval mode)."""
+    if len(examples) == 0:
+        raise ValueError("cannot train on zero examples")
+    base = load_causal_base_model(base_model)
+    if settings.max_length > base.max_positions:
+        raise ValueError(f"max_length {settings.max_length} exceeds the base's {base.max_positions} positions")
+    rows = [tokenize(base, ex, settings.max_length) for ex in examples]
+    pad = pad_id(base)
+    model = build_lora_lm(base, settings)
+
+    def batch_loss(idx: Sequence[int]) -> tuple[torch.Tensor, float]:
+        ids, mask, labels = collate([rows[i] for i in idx], pad)
+        total, count = token_loss(model(input_ids=ids, attention_mask=mask).logits, labels)
+        return total / max(count, 1), float(count)
+
+    result = run_epochs(model, [p for _, p in trainable(model)], len(rows),
+                        LoopSettings(epochs=settings.epochs, batch_size=settings.batch_size,
+                                     learning_rate=settings.learning_rate, seed=settings.seed),
+                        batch_loss, save_adapter=lambda: lm_adapter_bytes(model),
+                        load_adapter=lambda data: load_lm_adapter(model, data),
+                        progress=progress, checkpoints=checkpoints)
+    metrics: dict = {"train_loss": result.epoch_losses, "seconds": result.seconds, "examples": len(rows),
+                     "train_tokens": sum(sum(1 for t in r.labels[1:] if t != IGNORE) for r in rows),
+                     "examples_per_second": result.examples_per_second, "threads": torch.get_num_threads()}
+    if eval_examples:
+        metrics.update(evaluate_lm(model, base, eval_examples, settings))
+        if progress is not None:
+            progress({"stage": "eval", "eval_loss": metrics["eval_loss"]})
+    config = {"format": CAUSAL_ADAPTER_FORMAT, "task": CAUSAL_TASK, "base_model": base_model,
+              "lora": settings.to_dict()}
+    return TrainedAdapter(adapter_bytes=lm_adapter_bytes(model), config=config, metrics=metrics), model
+
+
+@torch.no_grad()
+def evaluate_lm(model: nn.Module, base: CausalBaseModel, examples: Sequence[LmExample],
+                settings: LoraSettings) -> dict:
+    """Mean next-token loss per target token (and its perplexity) on held-out rows."""
+    rows = [tokenize(base, ex, settings.max_length) for ex in examples]
+    pad, loss_sum, tokens = pad_id(base), 0.0, 0
+    for start in range(0, len(rows), settings.batch_size):
+        ids, mask, labels = collate(rows[start:start + settings.batch_size], pad)
+        total, count = token_loss(model(input_ids=ids, attention_mask=mask).logits, labels)
+        loss_sum += total.item()
+        tokens += count
+    loss = loss_sum / max(tokens, 1)
+    return {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 50.0)), "eval_examples": len(rows),
+            "eval_tokens": tokens}
+
+
+def train_causal_lm(examples: Sequence[LmExample], settings: LoraSettings, base_model: str,
+                    eval_examples: Sequence[LmExample] = (), progress: Callable[[dict], None] | None = None,
+                    checkpoints: Checkpoints | None = None) -> TrainedAdapter:
+    return fit_causal_lm(examples, settings, base_model, eval_examples, progress, checkpoints)[0]
