@@ -1,4 +1,5 @@
-"""Proof of Attribution: projected per-example gradients (TracIn / grad-dot at the final adapter)."""
+"""Proof of Attribution on a trained MiniLM LoRA classifier: preconditioned projected gradients, duplicate
+credit, mislabel detection and model-level valuation."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ import pytest
 import torch
 
 from provenant.attribution.gradients import (Projector, per_example_gradients, per_example_gradients_loop,
-                                             precondition, set_projection_cache)
-from provenant.attribution.index import AttributionIndex, IndexSettings, attribute, attribute_many, build_index
+                                             set_projection_cache)
+from provenant.attribution.aggregate import ContributionMeta
+from provenant.attribution.index import (AttributionIndex, IndexSettings, attribute, attribute_many, build_index,
+                                         mislabel_scores)
+from provenant.attribution.valuation import value_classifier
 from provenant.factory.synthetic import synthetic_examples
 from provenant.factory.train import LoraSettings, train_classifier
 from provenant.serving.engine import Classifier
@@ -72,8 +76,8 @@ def test_index_round_trips_through_bytes(classifier, index) -> None:
     assert np.array_equal(loaded.row_indices, [ex.row_index for ex in ROWS])
     assert np.array_equal(attribute(classifier, loaded, QUERIES["finance"]), attribute(classifier, index, QUERIES["finance"]))
     assert len(data) / len(ROWS) < SETTINGS.projection_dim * 4 + 64
-    assert IndexSettings().projection_dim * 4 + 3 * 8 <= 16 * 1024  # default: 4,120 bytes per example
-    with pytest.raises(ValueError):
+    assert IndexSettings().projection_dim * 4 + 36 <= 16 * 1024  # default: 4,132 bytes per example
+    with pytest.raises(ValueError, match="not an attribution index"):
         AttributionIndex.from_bytes(b"junk")
 
 
@@ -83,17 +87,46 @@ def test_examples_with_the_predicted_label_score_higher(classifier, index) -> No
         assert classifier.predict([text])[0].label == label
         scores = attribute(classifier, index, text)
         same = index.label_ids == classifier.label_to_id[label]
-        assert scores[same].mean() > 0 > scores[~same].mean(), label
-        assert scores[same].mean() > scores[~same].mean()
+        assert scores[same].mean() > 0 and scores[same].mean() > 5 * abs(scores[~same].mean()), label
+        top = np.argsort(-scores, kind="stable")[:10]
+        assert same[top].mean() >= 0.9, label  # the most helpful rows teach the answer's label
 
 
 @pytest.mark.slow
-def test_the_mislabelled_row_opposes_its_own_text(classifier, index) -> None:
+def test_the_mislabelled_row_opposes_its_own_text_and_has_the_top_self_influence(classifier, index) -> None:
     text = ROWS[MISLABELLED].text
     assert classifier.predict([text])[0].label == "finance"  # one wrong row does not flip the answer
     scores = attribute(classifier, index, text)
     assert scores[MISLABELLED] < 0
     assert scores[MISLABELLED] == scores.min()  # it is the row pulling hardest the other way
+    suspicion = mislabel_scores(index)
+    assert int(np.argmax(suspicion)) == MISLABELLED
+
+
+@pytest.mark.slow
+def test_near_duplicate_rows_in_a_real_index_share_one_credit(classifier, index) -> None:
+    heads = [int(h) for h in np.unique(index.canonical) if (index.canonical == h).sum() > 1]
+    assert heads, "the synthetic rows contain near-duplicates (same subject and event, other filler words)"
+    raw = attribute(classifier, index, QUERIES["weather"], share_duplicates=False)
+    shared = attribute(classifier, index, QUERIES["weather"])
+    for head in heads:
+        members = np.flatnonzero(index.canonical == head)
+        assert shared[head] == pytest.approx(raw[members].mean())
+        assert all(shared[m] == 0.0 for m in members if m != head)
+    alone = np.bincount(index.canonical, minlength=len(index))[index.canonical] == 1
+    assert np.array_equal(shared[alone], raw[alone])
+
+
+@pytest.mark.slow
+def test_model_valuation_finds_the_mislabelled_row_harmful_and_clean_contributions_useful(classifier, index) -> None:
+    held_out = synthetic_examples(24, seed=77)
+    meta = {c: ContributionMeta(contributor=f"0x{c:040x}", datanet_id=1 + c % 2) for c in range(1, 6)}
+    valuation = value_classifier(classifier, index, held_out, meta, model="test model")
+    assert valuation.eval_rows == 24
+    assert valuation.per_example[MISLABELLED] < 0
+    assert (valuation.per_example < valuation.per_example[MISLABELLED]).sum() <= 2  # among the most harmful rows
+    assert all(s.score > 0 for s in valuation.attribution.contributions)
+    assert sum(s.ppm for s in valuation.attribution.datanets) > 999_990
 
 
 @pytest.mark.slow
@@ -138,7 +171,6 @@ def test_projection_preserves_inner_products_and_is_seeded() -> None:
     assert abs(px[0].norm().item() / x[0].norm().item() - 1) < 0.1
     assert torch.equal(projector.project(x), px)
     assert not torch.equal(Projector(layout=layout, dim=1024, seed=1).project(x), px)
-    assert torch.equal(precondition(px), px)  # the curvature seam is the identity for now
 
 
 @pytest.mark.slow  # ~10 s: the child process imports torch, transformers and peft

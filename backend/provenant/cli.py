@@ -27,6 +27,8 @@ verify_app = typer.Typer(help="Recheck models from public data.", no_args_is_hel
 app.add_typer(datanet_app, name="datanet")
 app.add_typer(verify_app, name="verify")
 app.add_typer(agent_app, name="agent")
+attribution_app = typer.Typer(help="Proof of Attribution: who shaped a model, and by how much.", no_args_is_help=True)
+app.add_typer(attribution_app, name="attribution")
 console = Console()
 err = Console(stderr=True)
 
@@ -534,6 +536,24 @@ def verify_action_cmd(file: Path, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt =
     session = _settlement_session(rpc_url, home)
     if not print_action_verification(session.client, session.contracts, session.store, file, console):
         raise typer.Exit(1)
+
+
+@attribution_app.command("report")
+def attribution_report_cmd(model_id: int,
+                           out: Annotated[Path, typer.Option(help="folder for report.txt, report.svg, report.json")]
+                           = Path("attribution-report"),
+                           eval_file: Annotated[Optional[Path], typer.Option(help="JSONL rows to value against "
+                                                                             "(default: the model's held-out split)")]
+                           = None,
+                           rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME) -> None:
+    """Each contribution's, contributor's and Datanet's share of the model's value (influence on its
+    held-out loss), as a table, an SVG chart and JSON."""
+    from provenant.attribution.report import report_model
+
+    session = _session(rpc_url, home)
+    files = report_model(session.client, session.contracts, session.store, model_id, out, eval_file)
+    console.print(files.table, markup=False, highlight=False, soft_wrap=True)
+    console.print("wrote " + ", ".join(str(p) for p in files.paths))
 
 
 def main() -> None:

@@ -1,0 +1,23 @@
+"""Proof of Attribution: which training rows shaped a model and each of its answers.
+
+The gradient engine (this package, apart from the span modules):
+
+- `gradients`  per-example loss gradients of a classifier's trainable tensors (LoRA + head), and the
+               seeded Johnson-Lindenstrauss projection to D dimensions (default 1024).
+- `lm`         the same for causal-LM adapters (summed target-token loss per row).
+- `curvature`  damped Gauss-Newton inverse in the projected space, (F + lambda I)^-1 with
+               lambda = 30 x mean eigenvalue, and the training vectors the index stores:
+               (F + lambda I)^-1 g * min(1, median|g| / |g|), plus self-influence g^T (F + lambda I)^-1 g.
+- `index`      build at training time, store content-addressed (4 D + 36 bytes per row), score a query
+               with one projected gradient and one matrix product; `mislabel_scores` = self-influence.
+- `duplicates` exact and near-duplicate rows (same label, character 5-gram Jaccard >= 0.8) share one
+               row's credit: the group's mean score goes to its earliest member by (contribution id,
+               row index), so a second copy, a Sybil's copy or a split contribution earns nothing extra.
+- `aggregate`  per-row scores -> contributions, contributors, Datanets: signed sums and integer
+               shares (ppm) of the positive part.
+- `valuation`  model-level value: mean influence on held-out loss, aggregated the same way;
+  `chart`, `report`  its table, SVG chart and JSON (`provenant attribution report <model>`).
+
+Reproducibility: on one machine (same torch build and thread count) the same model, index and query
+give bit-identical scores; every reduction runs in a fixed order.
+"""

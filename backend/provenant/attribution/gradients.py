@@ -1,6 +1,6 @@
 """Per-example loss gradients w.r.t. a classifier's trainable tensors, and their random projection.
 
-Three steps, each a plain function:
+Two steps, each a plain function:
 1. `per_example_gradients`: for each (text, label), the gradient of the cross-entropy at that label
    w.r.t. every trainable tensor (LoRA A/B + head) at the final adapter (eval mode: no dropout),
    flattened in the fixed `trainable_parameters` order; batched with torch.func.vmap, checked
@@ -8,8 +8,8 @@ Three steps, each a plain function:
 2. `Projector.project`: a seeded Gaussian JL projection to `dim` floats. The P x dim matrix is never
    held whole: it is generated in chunks of rows, each from its own generator seeded by
    (seed, tensor name, chunk), so the projection of one tensor does not depend on the others.
-3. `precondition`: the seam for curvature (EK-FAC, ridge-inverse of the projected Gram matrix...);
-   the identity for now, i.e. scores are plain TracIn / grad-dot at the final checkpoint.
+
+Curvature (the damped Gauss-Newton inverse in the projected space) lives in `curvature`.
 """
 
 from __future__ import annotations
@@ -189,8 +189,3 @@ def set_projection_cache(max_bytes: int) -> None:
     if max_bytes < 0:
         raise ValueError("max_bytes must be >= 0")
     _BLOCKS.resize(int(max_bytes))
-
-
-def precondition(projected: torch.Tensor) -> torch.Tensor:
-    """Curvature seam, applied to the query side: q -> H^-1 q. Identity for now (TracIn / grad-dot)."""
-    return projected

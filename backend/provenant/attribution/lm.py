@@ -1,0 +1,172 @@
+"""Gradient attribution for causal-LM adapters: the same index recipe as classifiers.
+
+A row's loss is the SUMMED next-token cross-entropy over its target tokens (the completion and
+EOS, exactly the positions `factory.train_lm.tokenize` labels), so a query's score is the change
+in the log-likelihood of the whole answer. The index stores the unit-normalised training
+direction, so a long training row does not outweigh a short one by its length alone.
+
+Per-example gradients are taken one row at a time with plain autograd: Hugging Face's causal
+attention-mask preparation cannot run under torch.func.vmap, and for LoRA on small models the loop
+costs about one training step per row. The adapter's identity is the sha256 of its serving bytes.
+
+Per-answer attribution of a served LM (`LmAttributor`) combines this gradient influence with span
+attribution over the tokenised training rows (`attribution.spans`): the span index holds exactly the
+token stream each training row trained on (prompt + completion + EOS, without BOS), the output is
+matched without BOS/EOS, and the two are combined by `combine_attributions` (method
+"influence+spans/1"). Serving receipts and settlement scores both come from `LmAttributor`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from provenant.attribution.aggregate import Attribution, ContributionMeta, aggregate
+from provenant.attribution.gradients import Projector
+from provenant.attribution.index import (PROJECT_BLOCK, AttributionIndex, AttributionIndexError, IndexSettings,
+                                         index_from_projected, score_projected)
+from provenant.attribution.spans import (DEFAULT_MIN_LENGTH, SpanDocument, SpanIndex, build_span_index,
+                                        combine_attributions, find_spans, span_attribution)
+from provenant.factory.base_models import ByteTokenizer, CausalBaseModel
+from provenant.factory.train_lm import (IGNORE, LmExample, collate, encode_text, lm_adapter_bytes, pad_id, tokenize,
+                                        token_loss, trainable)
+
+METHOD = "influence+spans/1"  # the receipt's and the results' name for this attribution
+BYTE_MIN_LENGTH = 32  # span min_length for byte-level tokenizers: a few words, not a common bigram
+
+
+def lm_projector(model: nn.Module, settings: IndexSettings) -> Projector:
+    layout = tuple((name, p.numel()) for name, p in trainable(model))
+    if not layout:
+        raise AttributionIndexError("the model has no trainable (LoRA) tensors to attribute through")
+    return Projector(layout=layout, dim=settings.projection_dim, seed=settings.seed)
+
+
+def adapter_fingerprint(model: nn.Module) -> str:
+    return hashlib.sha256(lm_adapter_bytes(model)).hexdigest()
+
+
+def per_example_lm_gradients(model: nn.Module, base: CausalBaseModel, examples: Sequence[LmExample],
+                             max_length: int) -> torch.Tensor:
+    """(len(examples), P) float32: gradient of each row's summed target-token loss, trainable tensors
+    flattened in `trainable` (name) order. A row with no target token has a zero gradient."""
+    params = [p for _, p in trainable(model)]
+    out = torch.zeros(len(examples), sum(p.numel() for p in params), dtype=torch.float32)
+    pad = pad_id(base)
+    model.eval()
+    for row, example in enumerate(examples):
+        tokens = tokenize(base, example, max_length)
+        if all(label == IGNORE for label in tokens.labels[1:]):
+            continue
+        ids, mask, labels = collate([tokens], pad)
+        with torch.enable_grad():
+            loss, _ = token_loss(model(input_ids=ids, attention_mask=mask).logits, labels)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+        out[row] = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float()
+                              for g, p in zip(grads, params)])
+    return out
+
+
+def build_lm_index(model: nn.Module, base: CausalBaseModel, examples: Sequence[LmExample], max_length: int,
+                   settings: IndexSettings) -> AttributionIndex:
+    """Index the training rows of a causal-LM adapter (at its final weights)."""
+    if len(examples) == 0:
+        raise ValueError("cannot index zero examples")
+    projector = lm_projector(model, settings)
+    blocks = [projector.project(per_example_lm_gradients(model, base, examples[s:s + PROJECT_BLOCK], max_length))
+              for s in range(0, len(examples), PROJECT_BLOCK)]
+    return index_from_projected(
+        torch.cat(blocks), contribution_ids=[ex.contribution_id for ex in examples],
+        row_indices=[ex.row_index for ex in examples], label_ids=[0] * len(examples),
+        texts=[ex.prompt + "\n" + ex.completion for ex in examples], settings=settings,
+        adapter_sha256=adapter_fingerprint(model), layout_sha256=projector.layout_sha256)
+
+
+def attribute_lm_many(model: nn.Module, base: CausalBaseModel, index: AttributionIndex, prompts: Sequence[str],
+                      outputs: Sequence[str], max_length: int, share_duplicates: bool = True) -> np.ndarray:
+    """(Q, N) float64 scores: how much each training row raised the likelihood of each (prompt, output)."""
+    if len(prompts) != len(outputs):
+        raise ValueError("prompts and outputs differ in length")
+    projector = lm_projector(model, index.settings)
+    if index.layout_sha256 != projector.layout_sha256 or index.adapter_sha256 != adapter_fingerprint(model):
+        raise AttributionIndexError("this attribution index was built for a different adapter")
+    queries = [LmExample(prompt=p, completion=o, contribution_id=0, row_index=0) for p, o in zip(prompts, outputs)]
+    grads = per_example_lm_gradients(model, base, queries, max_length)
+    return score_projected(index, projector.project(grads).numpy(), share_duplicates)
+
+
+# -- span index over the tokenised training rows ------------------------------------------------------
+
+def lm_vocab_size(base: CausalBaseModel) -> int:
+    """Every id the tokenizer or the model can produce (a model's embedding may be padded past the tokenizer)."""
+    if isinstance(base.tokenizer, ByteTokenizer):
+        return ByteTokenizer.vocab_size
+    return max(int(getattr(base.model.config, "vocab_size", 0)), len(base.tokenizer))  # type: ignore[arg-type]
+
+
+def span_min_length(base: CausalBaseModel) -> int:
+    """The shortest verbatim span that earns credit: ~32 bytes for byte tokenizers (see `spans`)."""
+    return BYTE_MIN_LENGTH if isinstance(base.tokenizer, ByteTokenizer) else DEFAULT_MIN_LENGTH
+
+
+def span_documents(base: CausalBaseModel, examples: Sequence[LmExample], max_length: int) -> list[SpanDocument]:
+    """One document per distinct (contribution, row) used: the tokens it trained on, BOS dropped. A row
+    sampled twice (Datanet weights) is one document, since repeating it adds no new text to match."""
+    bos = getattr(base.tokenizer, "bos_token_id", None)
+    docs: dict[tuple[int, int], SpanDocument] = {}
+    for ex in examples:
+        key = (ex.contribution_id, ex.row_index)
+        if key not in docs:
+            ids = tokenize(base, ex, max_length).input_ids
+            docs[key] = SpanDocument(ex.contribution_id, ex.row_index, ids[1:] if bos is not None else ids)
+    return list(docs.values())
+
+
+def build_lm_span_index(base: CausalBaseModel, examples: Sequence[LmExample], max_length: int) -> SpanIndex:
+    if len(examples) == 0:
+        raise ValueError("cannot index zero examples")
+    return build_span_index(span_documents(base, examples, max_length), lm_vocab_size(base))
+
+
+# -- per-answer attribution of a served LM ---------------------------------------------------------------
+
+@dataclass
+class LmAttributor:
+    """A trained LM adapter with its gradient index and span index: attributes (prompt, output) pairs.
+
+    Gradients run one row at a time through one module tree, so calls are serialised by a lock
+    (serving answers from several threads). On one machine the result is a deterministic function of
+    the adapter, the indexes and the call: scores are bit-identical run to run."""
+
+    model: nn.Module
+    base: CausalBaseModel
+    index: AttributionIndex
+    spans: SpanIndex | None
+    max_length: int
+    min_length: int
+    meta: Mapping[int, ContributionMeta]
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def attribute_many(self, prompts: Sequence[str], outputs: Sequence[str]) -> list[Attribution]:
+        """Each call's combined attribution: w * span shares + (1 - w) * gradient shares, w = span coverage."""
+        if len(prompts) != len(outputs):
+            raise ValueError("prompts and outputs differ in length")
+        if not prompts:
+            return []
+        with self._lock:
+            scores = attribute_lm_many(self.model, self.base, self.index, prompts, outputs, self.max_length)
+        out = []
+        for row, output in zip(scores, outputs):
+            gradient = aggregate(row, self.index.contribution_ids, self.meta)
+            if self.spans is None:
+                out.append(combine_attributions(None, gradient, 0, self.meta))
+                continue
+            found = find_spans(self.spans, encode_text(self.base, output), min_length=self.min_length)
+            out.append(combine_attributions(span_attribution(found, self.meta), gradient, found.coverage, self.meta))
+        return out
