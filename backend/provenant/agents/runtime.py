@@ -50,6 +50,7 @@ class RunResult:
     observations: list[Any] = field(default_factory=list)
     actions: list[ActionReceipt] = field(default_factory=list)
     bundle: ActionBundle | None = None
+    royalty: Any = None  # the RoutedRoyalty of a result step with "route": true (agents/royalty.py)
 
 
 class Tools:
@@ -134,6 +135,11 @@ class AgentRuntime:
             return tx_hash, s.payment(args["to"], amount, tx_hash, parents=parents)
         action = s.result(args["text"], parents=parents, value_earned=int(args.get("earned", 0)),
                           royalty_ppm=int(args.get("royalty_ppm", 0)), input_data=args.get("question", ""))
+        if args.get("route") and action.value_earned * action.royalty_ppm:
+            from provenant.agents.royalty import route_royalty  # the declared share goes back on chain
+
+            result.royalty = route_royalty(self.tools.client, self.tools.contracts, self.tools.wallet_key,
+                                           s.bundle(action))
         return args["text"], action
 
 

@@ -221,6 +221,13 @@ def verify_action(client: ChainClient, contracts: Contracts, store: ContentStore
     verdict.ancestry = compute_ancestry(order, calls, Split(split.protocol_bps, split.owner_bps, split.curators_bps,
                                                             split.contributors_bps), owners)
     verdict.actions = order
+    if verdict.ancestry.pool_wei > 0:  # the earnings routed back on chain must match the owed rows
+        from provenant.agents.royalty import routing_problems
+
+        problems, check = routing_problems(client, contracts, order[0].agent_id, order[0].hash, verdict.ancestry)
+        verdict.reasons.extend(problems)
+        if not problems:
+            verdict.checks.append(check)
     return verdict
 
 

@@ -24,6 +24,8 @@ CONTRACT_NAMES = (
     "UsageEscrow",
     "AttributionSettlement",
     "AgentRegistry",  # ERC-8004 identity for agents (backend/provenant/agents/)
+    "X402Vaults",  # x402 payments into the models' fees through per-model CREATE2 vaults
+    "RoyaltyRouter",  # agents' royalties routed into the models' fees
 )
 
 

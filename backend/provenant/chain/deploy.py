@@ -23,6 +23,8 @@ from provenant.chain.compile import Artifact, compile_contracts
 DEFAULT_SPLIT_BPS = {"protocol": 500, "owner": 1500, "curators": 1000, "contributors": 7000}
 TOKEN_SUPPLY_WEI = 1_000_000_000 * 10**18
 AGENT_REGISTRY = "AgentRegistry"
+X402_VAULTS = "X402Vaults"
+ROYALTY_ROUTER = "RoyaltyRouter"
 
 
 class AlreadyDeployed(ChainError):
@@ -42,6 +44,16 @@ class DeploymentManifest:
     # The ERC-8004 AgentRegistry, kept out of `addresses` so that every consumer that maps those
     # names to compiled ABIs (the indexer, the API) keeps working unchanged; "" before agents existed.
     agent_registry: str = ""
+    # x402 vaults and the royalty router, kept out of `addresses` for the same reason; "" before
+    # they existed.
+    x402_vaults: str = ""
+    royalty_router: str = ""
+
+    def extras(self) -> dict[str, str]:
+        """The contracts kept out of `addresses`, by name (only those deployed)."""
+        named = {AGENT_REGISTRY: self.agent_registry, X402_VAULTS: self.x402_vaults,
+                 ROYALTY_ROUTER: self.royalty_router}
+        return {name: address for name, address in named.items() if address}
 
     @staticmethod
     def path_for(home: Path, chain_id: int) -> Path:
@@ -75,13 +87,19 @@ class Contracts:
     manifest: DeploymentManifest
     # The ERC-8004 agent registry; None for a deployment made before it existed.
     agents: Contract | None = None
+    # x402 vaults (X402Vaults) and the royalty router; None for a deployment made before them.
+    x402: Contract | None = None
+    royalties: Contract | None = None
 
     @classmethod
     def attach(cls, client: ChainClient, manifest: DeploymentManifest) -> "Contracts":
         artifacts = compile_contracts()
         check_bindings(artifacts)
-        named = {**manifest.addresses, **({AGENT_REGISTRY: manifest.agent_registry} if manifest.agent_registry else {})}
+        named = {**manifest.addresses, **manifest.extras()}
         client.register_abis({n: a.abi for n, a in artifacts.items()}, named)
+
+        def extra(name: str, address: str) -> Contract | None:
+            return client.w3.eth.contract(address=address, abi=artifacts[name].abi) if address else None
 
         def at(name: str) -> Contract:
             return client.w3.eth.contract(address=manifest.addresses[name], abi=artifacts[name].abi)
@@ -93,8 +111,9 @@ class Contracts:
             escrow=at("UsageEscrow"),
             settlement=at("AttributionSettlement"),
             manifest=manifest,
-            agents=client.w3.eth.contract(address=manifest.agent_registry, abi=artifacts[AGENT_REGISTRY].abi)
-            if manifest.agent_registry else None,
+            agents=extra(AGENT_REGISTRY, manifest.agent_registry),
+            x402=extra(X402_VAULTS, manifest.x402_vaults),
+            royalties=extra(ROYALTY_ROUTER, manifest.royalty_router),
         )
 
     @classmethod
@@ -123,7 +142,8 @@ def deploy_all(
     withdraw_delay: int = 86_400,
     split_delay: int = 2 * 86_400,
 ) -> Contracts:
-    """Compile and deploy the five contracts, wire them, deploy the agent registry, and write the manifest."""
+    """Compile and deploy the five contracts, wire them, deploy the agent registry, the x402 vaults and the
+    royalty router, and write the manifest."""
     client.check_signer(deployer)
     live = _has_live_deployment(client, home)
     if live is not None:
@@ -170,9 +190,12 @@ def deploy_all(
     client.transact(deployer, contracts.escrow.functions.setSettlement(settlement))
     # Deployed last, so the five contracts above keep the addresses they always had.
     agents = deploy(AGENT_REGISTRY)
+    x402_vaults = deploy(X402_VAULTS, token, escrow)
+    royalty_router = deploy(ROYALTY_ROUTER, token, escrow, agents)
     manifest = DeploymentManifest(chain_id=manifest.chain_id, deployer=manifest.deployer,
                                   block_number=manifest.block_number,
-                                  addresses=manifest.addresses, agent_registry=agents)
+                                  addresses=manifest.addresses, agent_registry=agents,
+                                  x402_vaults=x402_vaults, royalty_router=royalty_router)
     contracts = Contracts.attach(client, manifest)
     manifest.save(home)
     return contracts

@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -19,7 +20,9 @@ from provenant.factory.base_models import TINY_LLAMA
 from provenant.serving.admin import create_admin_router
 from provenant.serving.errors import install_error_handlers
 from provenant.serving.models import ModelRecord
-from provenant.serving.openai_api import create_router
+from provenant.payments.vouchers import PaymentRequired
+from provenant.serving import x402 as x402_http
+from provenant.serving.openai_api import create_router, payment_required_or_raise
 from provenant.serving.payment_header import PaymentBody
 from provenant.serving.service import ServingService
 
@@ -30,7 +33,7 @@ BASE_MODELS = {TINY_LLAMA: "causal-lm", "minilm": "classification"}
 class ClassificationRequest(BaseModel):
     model: str = Field(min_length=1, max_length=200)
     input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS)
-    payment: PaymentBody
+    payment: PaymentBody | None = None  # a voucher; or pay with x402 (PAYMENT-SIGNATURE header)
 
 
 def _model_entries(service: ServingService, records: dict[int, ModelRecord]) -> list[dict[str, Any]]:
@@ -74,17 +77,25 @@ def create_serving_router(service: ServingService) -> APIRouter:
         return {"object": "list", "data": await run_in_threadpool(_model_entries, service, records)}
 
     @app.post("/v1/classifications")
-    def classify(request: ClassificationRequest) -> dict[str, Any]:
-        voucher, signature = request.payment.parsed()
-        result = service.classify(request.model, request.input, voucher, signature)
-        return {
+    async def classify(http: Request, request: ClassificationRequest) -> Any:
+        try:
+            x402 = x402_http.parse_signature(http)
+            if x402 is None and request.payment is None:
+                raise PaymentRequired("payment required: send `payment` (a signed voucher) or an x402 "
+                                      "PAYMENT-SIGNATURE header")
+            voucher, signature = request.payment.parsed() if x402 is None and request.payment else (None, None)
+            result = await run_in_threadpool(service.classify, request.model, request.input, voucher, signature,
+                                             x402)
+        except PaymentRequired as exc:
+            return await payment_required_or_raise(service, http, request.model, exc)
+        return JSONResponse({
             "id": result.receipt.call_id,
             "object": "classification",
             "model": result.receipt.model_name,
             "label": result.prediction.label,
             "probabilities": result.prediction.probabilities,
             "provenance": result.receipt.to_json(),
-        }
+        }, headers=x402_http.payment_response_headers(result.settlement))
 
     @app.get("/v1/receipts/{call_id}")
     def get_receipt(call_id: str) -> dict[str, Any]:

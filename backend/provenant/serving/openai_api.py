@@ -1,8 +1,10 @@
-"""OpenAI-compatible completions and chat completions (with SSE streaming), paid by voucher.
+"""OpenAI-compatible completions and chat completions (with SSE streaming), paid by voucher or x402.
 
 Decoding is greedy (temperature and top_p are accepted and ignored, so unchanged clients work);
 features we do not implement (n > 1, stop sequences, logprobs, echo, tools) are refused with 400
-rather than silently dropped. Every answer carries `provenance`: the signed receipt (in the last
+rather than silently dropped. An unpaid call gets HTTP 402 in the x402 v2 format (serving/x402.py);
+an x402-paid call is settled once answered (streaming: before the first chunk) and answered with
+PAYMENT-RESPONSE. Every answer carries `provenance`: the signed receipt (in the last
 chunk before `data: [DONE]` when streaming), which OpenAI clients ignore and keep in `model_extra`.
 """
 
@@ -19,6 +21,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from provenant.payments.vouchers import PaymentRequired
+from provenant.payments.x402_facilitator import X402NotAvailable
+from provenant.serving import x402 as x402_http
 from provenant.serving.payment_header import HEADER, parse_payment_header
 from provenant.serving.service import LimitExceeded, PendingCompletion, ServingService, decode_text
 
@@ -131,15 +136,26 @@ def _sse(payload: dict[str, Any] | str) -> bytes:
     return f"data: {body}\n\n".encode()
 
 
+async def payment_required_or_raise(service: ServingService, request: Request, model: str,
+                                    exc: PaymentRequired) -> JSONResponse:
+    """The x402 v2 402 answer for `model`; re-raises (plain 402/404) when no requirements can be built."""
+    try:
+        requirements = await run_in_threadpool(service.x402_requirements, model)
+    except (X402NotAvailable, LookupError):
+        raise exc from None
+    return x402_http.payment_required_response(requirements, exc, str(request.url))
+
+
 def create_router(service: ServingService) -> APIRouter:
     router = APIRouter()
 
     async def start(request: Request, body: _Common, prompt: str, max_tokens: int | None) -> PendingCompletion:
         body.refuse_unsupported()
-        voucher, signature = parse_payment_header(request.headers.get(HEADER))
+        x402 = x402_http.parse_signature(request)
+        voucher, signature = (None, None) if x402 is not None else parse_payment_header(request.headers.get(HEADER))
         tokens = 16 if max_tokens is None else max_tokens
         return await run_in_threadpool(service.start_completion, body.model, prompt, tokens, voucher, signature,
-                                       asyncio.get_running_loop(), body.ignore_eos)
+                                       asyncio.get_running_loop(), body.ignore_eos, x402)
 
     async def respond(chat: bool, body: _Common, pending: PendingCompletion) -> Any:
         call = _Call(chat, pending)
@@ -150,10 +166,24 @@ def create_router(service: ServingService) -> APIRouter:
                 receipt = await run_in_threadpool(service.finish_completion, pending)
             finally:
                 service.release(pending)
-            return JSONResponse(call.full(pending.text(), pending.finish_reason(), receipt.to_json()))
+            return JSONResponse(call.full(pending.text(), pending.finish_reason(), receipt.to_json()),
+                                headers=x402_http.payment_response_headers(pending.settlement))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        try:  # the status line and headers go first: an x402 payment is settled before streaming
+            settlement = await run_in_threadpool(service.settle_x402, pending)
+        except BaseException:
+            service.release(pending)
+            raise
         return StreamingResponse(_stream(call, include_usage), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+                                 headers={"Cache-Control": "no-cache",
+                                          **x402_http.payment_response_headers(settlement)})
+
+    async def paid(request: Request, chat: bool, body: _Common, prompt: str, max_tokens: int | None) -> Any:
+        try:
+            pending = await start(request, body, prompt, max_tokens)
+            return await respond(chat, body, pending)
+        except PaymentRequired as exc:
+            return await payment_required_or_raise(service, request, body.model, exc)
 
     async def _stream(call: _Call, include_usage: bool) -> AsyncIterator[bytes]:
         pending = call.pending
@@ -186,12 +216,10 @@ def create_router(service: ServingService) -> APIRouter:
 
     @router.post("/v1/completions")
     async def completions(request: Request, body: CompletionRequest) -> Any:
-        pending = await start(request, body, body.prompt_text(), body.max_tokens)
-        return await respond(False, body, pending)
+        return await paid(request, False, body, body.prompt_text(), body.max_tokens)
 
     @router.post("/v1/chat/completions")
     async def chat_completions(request: Request, body: ChatRequest) -> Any:
-        pending = await start(request, body, body.prompt_text(), body.max_completion_tokens or body.max_tokens)
-        return await respond(True, body, pending)
+        return await paid(request, True, body, body.prompt_text(), body.max_completion_tokens or body.max_tokens)
 
     return router

@@ -17,6 +17,9 @@ from eth_account.signers.local import LocalAccount
 from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts
 from provenant.payments.vouchers import PaymentRequired, Voucher, VoucherBook
+from provenant.payments.x402_facilitator import (
+    Requirements, Settlement, VerifiedPayment, X402Facilitator, X402NotAvailable,
+)
 from provenant.serving.calllog import CallLog, CallRecord
 from provenant.factory.base_models import CausalBaseModel, load_causal_base_model
 from provenant.serving.adapter_cache import AdapterCache
@@ -53,9 +56,11 @@ class PendingCompletion:
     prompt: str
     base: CausalBaseModel
     generation: Generation
-    voucher: Voucher
-    signature: bytes
+    voucher: Voucher | None
+    signature: bytes | None
     released: bool = False
+    x402: VerifiedPayment | None = None  # an x402 payment, verified, settled by settle_x402
+    settlement: Settlement | None = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -79,6 +84,7 @@ def decode_text(base: CausalBaseModel, tokens: list[int]) -> str:
 class CallResult:
     prediction: Prediction
     receipt: Receipt
+    settlement: Settlement | None = None  # the x402 payment's settlement (PAYMENT-RESPONSE)
 
 
 def _cache_chain_id(client: ChainClient) -> None:
@@ -104,6 +110,8 @@ class ServingService:
         self.server = server
         self.call_log = call_log
         self.vouchers = VoucherBook(client, contracts)
+        # x402 payments: our own facilitator, in process (None on a deployment without X402Vaults).
+        self.x402 = X402Facilitator(client, contracts, server) if contracts.x402 is not None else None
         self._models: dict[int, ServedModel] = {}
         self._receipts: dict[str, Receipt] = {}
         self._load_lock = threading.Lock()
@@ -148,27 +156,68 @@ class ServingService:
     def loaded(self) -> list[ServedModel]:
         return list(self._models.values())
 
+    # -- payments ----------------------------------------------------------------------
+    def x402_requirements(self, model_ref: str | int) -> Requirements:
+        """The x402 `exact` requirements of one call of a model (payTo = the model's vault)."""
+        if self.x402 is None:
+            raise X402NotAvailable("this deployment has no X402Vaults contract: pay with a voucher")
+        served = self.model(model_ref)
+        return self.x402.requirements(served.model_id, served.record.price_per_call)
+
+    def _check_payment(self, served: ServedModel, voucher: Voucher | None, signature: bytes | None,
+                       x402: dict | None) -> tuple[str, VerifiedPayment | None]:
+        """Check the call's payment before any compute: (the payer, the verified x402 payment or None)."""
+        price = served.record.price_per_call
+        if x402 is not None:
+            if self.x402 is None:
+                raise X402NotAvailable("this deployment has no X402Vaults contract: pay with a voucher")
+            paid = self.x402.verify(x402, self.x402.requirements(served.model_id, price))
+            return paid.payer, paid
+        if voucher is None or signature is None:
+            raise PaymentRequired("payment required: send a signed voucher or an x402 PAYMENT-SIGNATURE")
+        self.vouchers.check(voucher, signature, served.model_id, price)  # raises PaymentRequired
+        return voucher.consumer, None
+
+    def _release_payment(self, paid: VerifiedPayment | None) -> None:
+        if paid is not None and self.x402 is not None:
+            self.x402.release(paid)
+
     # -- calls -------------------------------------------------------------------------
-    def classify(self, model_ref: str | int, text: str, voucher: Voucher, signature: bytes) -> CallResult:
+    def classify(self, model_ref: str | int, text: str, voucher: Voucher | None, signature: bytes | None,
+                 x402: dict | None = None) -> CallResult:
+        """Answer a classifier call paid by a voucher, or by an x402 payload (then voucher and
+        signature are None): verified before compute, settled on chain once answered."""
         served = self.model(model_ref)
         if served.classifier is None:
             raise WrongTask(f"model {served.record.name!r} is a {served.task} model; use /v1/completions")
         price = served.record.price_per_call
         # Check the payment before spending compute, record it only once the call is answered,
         # so a failed answer is never charged.
-        self.vouchers.check(voucher, signature, served.model_id, price)  # raises PaymentRequired
-        self.rate_limiter.take(voucher.consumer.lower())
-        prediction, attribution = served.answer(text)
-        self.vouchers.accept(voucher, signature, served.model_id, price)
+        payer, paid = self._check_payment(served, voucher, signature, x402)
+        settlement = None
+        try:
+            self.rate_limiter.take(payer.lower())
+            prediction, attribution = served.answer(text)
+            if paid is not None:
+                assert self.x402 is not None
+                settlement = self.x402.settle(paid)  # raises X402Invalid (402) if it cannot settle
+            else:
+                self.vouchers.accept(voucher, signature, served.model_id, price)  # type: ignore[arg-type]
+        finally:
+            self._release_payment(paid)
         receipt = self._sign_and_log(served, "0x" + os.urandom(32).hex(), voucher, text, prediction.label,
-                                     attribution.top(TOP_K))
-        return CallResult(prediction=prediction, receipt=receipt)
+                                     attribution.top(TOP_K), paid)
+        return CallResult(prediction=prediction, receipt=receipt, settlement=settlement)
 
-    def _sign_and_log(self, served: ServedModel, call_id: str, voucher: Voucher, prompt: str, output: str,
-                      top: dict) -> Receipt:
+    def _sign_and_log(self, served: ServedModel, call_id: str, voucher: Voucher | None, prompt: str, output: str,
+                      top: dict, paid: VerifiedPayment | None = None) -> Receipt:
         """Sign the receipt, append the call to the log (fsynced) and keep the receipt for lookups."""
         salt = os.urandom(32)
         price = served.record.price_per_call
+        # An x402 call is tied to its charge by the authorization's nonce, which stands in for the
+        # voucher's cumulative amount (see payments/x402_facilitator.py and settlement/membership.py).
+        consumer = paid.payer if paid is not None else voucher.consumer  # type: ignore[union-attr]
+        cumulative = paid.nonce_int if paid is not None else voucher.cumulative_amount  # type: ignore[union-attr]
         receipt = Receipt(
             call_id=call_id,
             model_id=served.model_id,
@@ -176,7 +225,7 @@ class ServingService:
             base_model=served.record.base_model,
             adapter_hash=served.record.adapter_hash,
             lineage_root=served.record.lineage_root,
-            consumer=voucher.consumer,
+            consumer=consumer,
             fee=price,
             prompt_hash=salted_hash(salt, prompt),
             output_hash=salted_hash(salt, output),
@@ -187,9 +236,9 @@ class ServingService:
             chain_id=self.client.chain_id,
             verifying_contract=self.contracts.models.address,
         ).signed_by(self.server)
-        self.call_log.append(CallRecord(call_id=receipt.call_id, model_id=served.model_id, consumer=voucher.consumer,
+        self.call_log.append(CallRecord(call_id=receipt.call_id, model_id=served.model_id, consumer=consumer,
                                         fee=price, prompt=prompt, salt=receipt.salt, output=output,
-                                        timestamp=receipt.timestamp, cumulative=voucher.cumulative_amount))
+                                        timestamp=receipt.timestamp, cumulative=cumulative))
         self._receipts[receipt.call_id] = receipt
         return receipt
 
@@ -206,8 +255,9 @@ class ServingService:
         base = load_causal_base_model(served.record.base_model)
         return parse_adapter(fetch_adapter(self.store, served.record), served.manifest.adapter_config, base.model)
 
-    def start_completion(self, model_ref: str | int, prompt: str, max_tokens: int, voucher: Voucher,
-                         signature: bytes, loop: object = None, ignore_eos: bool = False) -> PendingCompletion:
+    def start_completion(self, model_ref: str | int, prompt: str, max_tokens: int, voucher: Voucher | None,
+                         signature: bytes | None, loop: object = None, ignore_eos: bool = False,
+                         x402: dict | None = None) -> PendingCompletion:
         """Check payment and limits, hold the adapter, queue the generation (tokens stream out)."""
         served = self.model(model_ref)
         if served.task != CAUSAL_TASK:
@@ -221,30 +271,56 @@ class ServingService:
         if len(ids) + max_tokens > engine.base.max_positions:
             raise LimitExceeded(f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds the context "
                                 f"window of {engine.base.max_positions} tokens")
-        self.vouchers.check(voucher, signature, served.model_id, served.record.price_per_call)
-        self.rate_limiter.take(voucher.consumer.lower())  # after the check: the consumer is authenticated
-        weights = self.adapters.acquire(served.model_id)
+        payer, paid = self._check_payment(served, voucher, signature, x402)
+        try:
+            self.rate_limiter.take(payer.lower())  # after the check: the consumer is authenticated
+            weights = self.adapters.acquire(served.model_id)
+        except BaseException:
+            self._release_payment(paid)
+            raise
         try:
             generation = engine.submit(GenerationRequest(ids, weights, max_tokens, ignore_eos),
                                        loop=loop)  # type: ignore[arg-type]
         except BaseException:
             self.adapters.release(served.model_id)
+            self._release_payment(paid)
             raise
         return PendingCompletion(served=served, call_id="0x" + os.urandom(32).hex(), prompt=prompt,
-                                 base=engine.base, generation=generation, voucher=voucher, signature=signature)
+                                 base=engine.base, generation=generation, voucher=voucher, signature=signature,
+                                 x402=paid)
 
     def release(self, pending: PendingCompletion) -> None:
         if not pending.released:
             pending.released = True
             self.adapters.release(pending.served.model_id)
+            if pending.settlement is None:
+                self._release_payment(pending.x402)  # an unsettled x402 nonce is free again
+
+    def settle_x402(self, pending: PendingCompletion) -> Settlement | None:
+        """Settle the call's x402 payment on chain (once); None for a voucher-paid call. Raises
+        X402Invalid (HTTP 402) when the authorization cannot be settled, e.g. its nonce was used."""
+        if pending.x402 is None:
+            return None
+        if pending.settlement is None:
+            assert self.x402 is not None
+            pending.settlement = self.x402.settle(pending.x402)
+        return pending.settlement
 
     def finish_completion(self, pending: PendingCompletion) -> Receipt:
-        """After the last token: free the adapter, accept the voucher, sign and log the receipt."""
-        self.release(pending)
+        """After the last token: free the adapter, take the payment (accept the voucher, or settle
+        the x402 payment unless already settled), sign and log the receipt."""
         served = pending.served
-        self.vouchers.accept(pending.voucher, pending.signature, served.model_id, served.record.price_per_call)
+        try:
+            if pending.x402 is not None:
+                self.settle_x402(pending)
+            else:
+                self.vouchers.accept(pending.voucher, pending.signature, served.model_id,  # type: ignore[arg-type]
+                                     served.record.price_per_call)
+        finally:
+            self.release(pending)
         top = {**served.lineage_prior().top(TOP_K), "method": "lineage-prior"}
-        return self._sign_and_log(served, pending.call_id, pending.voucher, pending.prompt, pending.text(), top)
+        return self._sign_and_log(served, pending.call_id, pending.voucher, pending.prompt, pending.text(), top,
+                                  pending.x402)
 
     def receipt(self, call_id: str) -> Receipt:
         if call_id not in self._receipts:

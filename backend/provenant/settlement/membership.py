@@ -11,6 +11,12 @@ recomputes the same epochs, a call can never be counted in two epochs (charge ra
 not overlap), and a call answered but not yet charged is not lost: it waits for the epoch that
 settles its charge. Calls are keyed by call id, so a line logged twice counts once.
 
+An x402 payment (X402Vaults.chargeX402) is a one-call voucher charge: the payer is the consumer,
+the EIP-3009 nonce (a 32-byte random number, at least 2**128) stands in for the cumulative amount,
+so the charge covers (nonce - value, nonce] and the call logged with cumulative = nonce is exactly
+the call it paid. Royalties (RoyaltyRouter) and vault sweeps pay fees directly: no calls of their
+own, split by the epoch's aggregate attribution.
+
 If one cumulative amount appears on several calls of a consumer (the server lost its pending
 vouchers in a restart and the consumer paid that amount again), the call logged last is the one
 the charge paid: the escrow only ever charges the voucher the server held when it charged.
@@ -28,6 +34,7 @@ from web3 import Web3
 from provenant.serving.calllog import CallRecord
 
 VOUCHER, DIRECT = "voucher", "direct"
+X402_MIN_NONCE = 2**128  # x402 nonces are at least this (payments/x402_facilitator.py refuses smaller)
 
 
 @dataclass(frozen=True)
@@ -37,13 +44,17 @@ class Charge:
     seq: int
     payer: str
     amount: int
-    cumulative: int  # the consumer's spent total after this charge; 0 for direct payments
+    cumulative: int  # the consumer's spent total after this charge (x402: the nonce); 0 for direct payments
     kind: str
     block: int
+    via: str = ""  # "x402" for an x402 payment, "royalty" / "sweep" for those direct payments
 
     def to_json(self) -> dict[str, object]:
-        return {"seq": self.seq, "payer": self.payer, "amount": str(self.amount),
-                "cumulative": str(self.cumulative), "kind": self.kind}
+        out: dict[str, object] = {"seq": self.seq, "payer": self.payer, "amount": str(self.amount),
+                                  "cumulative": str(self.cumulative), "kind": self.kind}
+        if self.via:
+            out["via"] = self.via  # absent for plain vouchers and payFees: older documents keep their bytes
+        return out
 
 
 def read_charges(contracts: object, model_id: int, from_seq: int, upto_seq: int, from_block: int) -> list[Charge]:
@@ -55,12 +66,37 @@ def read_charges(contracts: object, model_id: int, from_seq: int, upto_seq: int,
         if from_seq < int(a["seq"]) <= upto_seq:
             found.append(Charge(int(a["seq"]), Web3.to_checksum_address(a["consumer"]), int(a["amount"]),
                                 int(a["cumulativeAmount"]), VOUCHER, int(log["blockNumber"])))
+    x402 = _x402_payments(contracts, model_id, from_seq, upto_seq, from_block)
+    vaults = getattr(getattr(contracts, "x402", None), "address", None)
+    router = getattr(getattr(contracts, "royalties", None), "address", None)
     for log in escrow.events.FeesPaid.get_logs(from_block=from_block, argument_filters={"modelId": model_id}):
         a = log["args"]
-        if from_seq < int(a["seq"]) <= upto_seq:
-            found.append(Charge(int(a["seq"]), Web3.to_checksum_address(a["payer"]), int(a["amount"]), 0, DIRECT,
-                                int(log["blockNumber"])))
+        seq = int(a["seq"])
+        if not from_seq < seq <= upto_seq:
+            continue
+        payer = Web3.to_checksum_address(a["payer"])
+        if payer == vaults and seq in x402:
+            found.append(x402[seq])  # the payer and nonce come from X402Charged of the same seq
+            continue
+        via = "sweep" if payer == vaults else "royalty" if payer == router else ""
+        found.append(Charge(seq, payer, int(a["amount"]), 0, DIRECT, int(log["blockNumber"]), via))
     return sorted(found, key=lambda c: (c.seq, c.kind, c.payer))
+
+
+def _x402_payments(contracts: object, model_id: int, from_seq: int, upto_seq: int, from_block: int
+                   ) -> dict[int, Charge]:
+    """seq -> the x402 payment charged under it, as a one-call voucher charge over (nonce - value, nonce]."""
+    vaults = getattr(contracts, "x402", None)
+    if vaults is None:
+        return {}
+    out: dict[int, Charge] = {}
+    for log in vaults.events.X402Charged.get_logs(from_block=from_block, argument_filters={"modelId": model_id}):
+        a = log["args"]
+        seq = int(a["seq"])
+        if from_seq < seq <= upto_seq:
+            out[seq] = Charge(seq, Web3.to_checksum_address(a["payer"]), int(a["amount"]),
+                              int.from_bytes(bytes(a["nonce"]), "big"), VOUCHER, int(log["blockNumber"]), "x402")
+    return out
 
 
 @dataclass(frozen=True)
@@ -87,6 +123,9 @@ def with_cumulative(records: Sequence[CallRecord]) -> list[tuple[CallRecord, str
     out = []
     for record in records:
         consumer = Web3.to_checksum_address(record.consumer)
+        if record.cumulative is not None and record.cumulative >= X402_MIN_NONCE:
+            out.append((record, consumer, record.cumulative))  # an x402 nonce: not part of the voucher sums
+            continue
         running[consumer] = record.cumulative if record.cumulative is not None else running[consumer] + record.fee
         out.append((record, consumer, running[consumer]))
     return out

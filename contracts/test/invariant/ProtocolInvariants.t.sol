@@ -6,14 +6,23 @@ import {ProtocolHandler} from "./ProtocolHandler.sol";
 import {DatanetRegistry} from "../../src/DatanetRegistry.sol";
 import {ModelRegistry} from "../../src/ModelRegistry.sol";
 import {AttributionSettlement} from "../../src/AttributionSettlement.sol";
+import {PaymentsHandler} from "./PaymentsHandler.sol";
+import {X402Vaults} from "../../src/X402Vaults.sol";
+import {RoyaltyRouter} from "../../src/RoyaltyRouter.sol";
+import {AgentRegistry} from "../../src/AgentRegistry.sol";
 
 /// @notice Protocol-wide invariants under random sequences of handler actions:
 /// (1) token conservation to the wei, fixed supply, vouchers never overcharge; (2) claims within allocations, never twice;
 /// (3) settled roots never change; (4) defective signatures never settle; (5) fewer than a
 /// quorum of distinct registered signers never settle; (6) registered lineages hold only
-/// approved contributions; (7) a paused contract moves no tokens.
+/// approved contributions; (7) a paused contract moves no tokens. Conservation covers the x402
+/// vaults (balances not yet swept) and agents' royalties (PaymentsHandler).
 contract ProtocolInvariants is Fixture {
     ProtocolHandler internal handler;
+    PaymentsHandler internal payments;
+    X402Vaults internal x402;
+    RoyaltyRouter internal router;
+    address internal agentPayer = address(0xA6E7);
     address internal carol = address(0xCA201);
     uint256 internal consumer3Pk = 0xC0F3;
     address internal payer = address(0xFEE5);
@@ -72,6 +81,19 @@ contract ProtocolInvariants is Fixture {
         s.modelIds = [modelId, model2];
         handler = new ProtocolHandler(s);
 
+        x402 = new X402Vaults(token, escrow);
+        AgentRegistry agents = new AgentRegistry();
+        router = new RoyaltyRouter(token, escrow, agents);
+        vm.prank(agentPayer);
+        uint256 agentId = agents.registerAgent("ipfs://agent", address(0x0BE7));
+        _fund(agentPayer, FUNDS);
+        vm.prank(agentPayer);
+        token.approve(address(router), type(uint256).max);
+        payments = new PaymentsHandler(
+            token, escrow, x402, router, agentId, agentPayer, serverPk, [consumerPk, consumer2Pk, consumer3Pk],
+            [modelId, model2]
+        );
+
         address[19] memory h = [
             address(this), alice, bob, carol, consumer, consumer2, consumer3, payer, payees[0], payees[1],
             payees[2], payees[3], protocolTreasury, builder, slashTreasury, datanetOwner, address(datanets),
@@ -80,6 +102,11 @@ contract ProtocolInvariants is Fixture {
         for (uint256 i = 0; i < h.length; i++) {
             holders.push(h[i]);
         }
+        holders.push(agentPayer);
+        holders.push(address(x402));
+        holders.push(address(router));
+        holders.push(x402.vaultOf(modelId));
+        holders.push(x402.vaultOf(model2));
 
         targetContract(address(handler));
         bytes4[] memory selectors = new bytes4[](20);
@@ -104,6 +131,15 @@ contract ProtocolInvariants is Fixture {
         selectors[18] = ProtocolHandler.warp.selector;
         selectors[19] = ProtocolHandler.replayCharge.selector;
         targetSelector(FuzzSelector({addr: address(handler), selectors: selectors}));
+
+        targetContract(address(payments));
+        bytes4[] memory moneySelectors = new bytes4[](5);
+        moneySelectors[0] = PaymentsHandler.x402Pay.selector;
+        moneySelectors[1] = PaymentsHandler.replayX402.selector;
+        moneySelectors[2] = PaymentsHandler.intoVault.selector;
+        moneySelectors[3] = PaymentsHandler.sweep.selector;
+        moneySelectors[4] = PaymentsHandler.routeRoyalty.selector;
+        targetSelector(FuzzSelector({addr: address(payments), selectors: moneySelectors}));
     }
 
     // ---------------------------------------------------------------- (1) conservation
@@ -119,8 +155,12 @@ contract ProtocolInvariants is Fixture {
         uint256 unsettled = 0;
         uint256 unclaimed = 0;
         uint256 dust = 0;
+        uint256 vaults = 0;
         for (uint256 k = 0; k < 2; k++) {
             uint256 m = ms[k];
+            uint256 held = token.balanceOf(x402.vaultOf(m));
+            assertEq(held, payments.ghostVaultHeld(m), "vault = what reached it and was not swept");
+            vaults += held;
             for (uint256 i = 0; i < 3; i++) {
                 deposits += escrow.depositOf(cs[i], m);
             }
@@ -152,14 +192,16 @@ contract ProtocolInvariants is Fixture {
         );
         assertEq(
             unsettled,
-            handler.ghostCharged() + handler.ghostPaid() - handler.ghostReleased(),
-            "unsettled = charged + paid - released"
+            handler.ghostCharged() + handler.ghostPaid() + payments.ghostCredited() - handler.ghostReleased(),
+            "unsettled = charged + paid + x402/swept/royalties - released"
         );
         assertEq(settlementBalance, unclaimed + dust, "settlement = unclaimed + dust");
         assertEq(unclaimed, handler.ghostCapsSettled() - handler.ghostClaimedTotal(), "unclaimed = caps - claims");
+        assertEq(token.balanceOf(address(x402)), 0, "the x402 vaults contract holds nothing between calls");
+        assertEq(token.balanceOf(address(router)), 0, "the royalty router holds nothing between calls");
         assertEq(
-            registryBalance + escrowBalance + settlementBalance,
-            deposits + unsettled + unclaimed + dust + stakes,
+            registryBalance + escrowBalance + settlementBalance + vaults,
+            deposits + unsettled + unclaimed + dust + stakes + vaults,
             "contracts hold exactly what they owe"
         );
     }
@@ -186,12 +228,13 @@ contract ProtocolInvariants is Fixture {
                 spent += escrow.spentOf(cs[i], m);
             }
             assertEq(
-                spent + handler.ghostPaidTo(m),
+                spent + handler.ghostPaidTo(m) + payments.ghostCreditedTo(m),
                 escrow.cumulativeFeesAt(m, escrow.chargeSeq(m)),
-                "fees = vouchers + payments"
+                "fees = vouchers + payments + x402/swept/royalties"
             );
         }
         assertEq(handler.ghostVoucherReplays(), 0, "a replayed voucher batch charged");
+        assertEq(payments.ghostReplays(), 0, "a replayed authorization or royalty, or a stranger's routing, credited");
     }
 
     // ---------------------------------------------------------------- (2) claims
@@ -297,6 +340,17 @@ contract ProtocolInvariants is Fixture {
         handler.deposit(0, 0, 50 ether);
         handler.charge(0, 0, 3 ether + 0x0505, true);
         handler.payFees(1, 5 ether);
+        payments.x402Pay(0, 0, 1 ether);
+        payments.replayX402();
+        payments.intoVault(1, 1, 2 ether, true);
+        payments.intoVault(2, 1, 3 ether, false);
+        payments.sweep(1);
+        payments.intoVault(0, 0, 1 ether, true); // left unswept: conservation counts it in the vault
+        payments.routeRoyalty(1 ether, 2 ether, 3, false);
+        payments.routeRoyalty(1 ether, 2 ether, 3, false); // the same action again: refused
+        payments.routeRoyalty(1 ether, 2 ether, 4, true); // a stranger: refused
+        assertEq(payments.ghostCredited(), 1 ether + 5 ether + 3 ether, "x402 + sweep + royalty credited");
+        assertEq(payments.ghostVaultHeld(modelId), 1 ether, "unswept");
         handler.settle(0, 0, 0, 1);
         handler.settle(1, 0, 0, 1);
         assertEq(handler.ghostSettleCount(), 2, "settled");
