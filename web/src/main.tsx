@@ -12,6 +12,7 @@ import { PlaygroundPage } from "./pages/playground";
 import { RewardsPage } from "./pages/rewards";
 import { FactoryPage } from "./pages/factory";
 import { CreateDatanetPage } from "./pages/create";
+import { AgentPage, AgentsPage } from "./pages/agents";
 
 const NAV: [string, string][] = [
   ["#/datanets", "Datanets"],
@@ -21,6 +22,7 @@ const NAV: [string, string][] = [
   ["#/models", "Models"],
   ["#/playground", "Playground"],
   ["#/rewards", "Rewards"],
+  ["#/agents", "Agents"],
 ];
 
 function useRoute(): string[] {
@@ -151,6 +153,9 @@ function App() {
     case "rewards":
       page = <RewardsPage />;
       break;
+    case "agents":
+      page = a ? <AgentPage id={Number(a)} action={b} /> : <AgentsPage />;
+      break;
     default:
       page = (
         <section>
@@ -161,7 +166,6 @@ function App() {
         </section>
       );
   }
-  void b;
   return (
     <>
       <header class="top">

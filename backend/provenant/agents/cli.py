@@ -156,6 +156,37 @@ def run_cmd(agent_id: int, plan: Annotated[Path, typer.Option(help="JSON list of
                   markup=False, highlight=False, soft_wrap=True)
 
 
+@agent_app.command("mcp")
+def mcp_cmd(serving_url: Annotated[str, typer.Option(help="the serving API (OpenAI-compatible) to call models on")],
+            transport: Annotated[str, typer.Option(help="stdio or http (streamable HTTP at /mcp)")] = "stdio",
+            host: Annotated[str, typer.Option(help="http: address to listen on")] = "127.0.0.1",
+            port: Annotated[int, typer.Option(help="http: port to listen on")] = 8765,
+            agent_id: Annotated[Optional[int], typer.Option(help="sign actions as this agent (needs the "
+                                                                   "operator key)")] = None,
+            operator_key_env: Annotated[str, typer.Option(help="env var holding the agent's operator key")] =
+            "PROVENANT_OPERATOR_KEY",
+            no_wallet: Annotated[bool, typer.Option("--no-wallet", help="serve without a paying wallet "
+                                                                        "(verification and receipts only)")] = False,
+            rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME, key_env: KeyEnvOpt = "PROVENANT_KEY",
+            keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
+    """Serve Provenant's models, receipts, verification and agent receipts as MCP tools. The paying wallet
+    is the --key-env/--keystore/--dev-account key; with --agent-id, every model call and recorded action
+    is signed by the operator key from --operator-key-env. Keys never come from tool arguments."""
+    from provenant.agents.mcp_server import McpContext, ProvenantTools, serve
+    from provenant.chain import keys
+
+    if transport not in ("stdio", "http"):
+        raise typer.BadParameter(f"--transport {transport!r} is not stdio or http")
+    client, contracts, store = _context(rpc_url, home)
+    wallet = None if no_wallet else _key(client, key_env, keystore, dev_account)
+    operator = keys.account_from_env(operator_key_env) if agent_id is not None else None
+    tools = ProvenantTools(McpContext(client=client, contracts=contracts, store=store, home=home,
+                                      serving_url=serving_url, wallet=wallet, operator=operator, agent_id=agent_id))
+    if transport == "http":  # stdout belongs to the protocol under stdio: say nothing there
+        console.print(f"MCP server (streamable HTTP) at http://{host}:{port}/mcp", markup=False, highlight=False)
+    serve(tools, transport, host, port)
+
+
 def print_action_verification(client: Any, contracts: Any, store: Any, file: Path, out: Console) -> bool:
     """Verify an action bundle and print the ancestry, who is owed what, the checks and the verdict."""
     from provenant.agents.verify import render_action_verdict, verify_action

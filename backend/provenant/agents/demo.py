@@ -16,6 +16,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from provenant.agents.bundle import ActionBundle
+from provenant.agents.publish import publish_bundle
 from provenant.agents.registry import AgentInfo, RegistrationFile, register_agent
 from provenant.agents.sdk import AgentSession
 from provenant.agents.verify import ActionVerdict, render_action_verdict, verify_action
@@ -36,9 +37,14 @@ class DemoAgentRun:
 
 def run_demo_agent(client: ChainClient, contracts: Contracts, store: ContentStore, owner: LocalAccount,
                    calls: list[tuple[str, str, Receipt]], console: Any, *, earned: int, royalty_ppm: int,
-                   out: Path | None = None, operator: LocalAccount | None = None) -> DemoAgentRun:
+                   out: Path | None = None, operator: LocalAccount | None = None,
+                   home: Path | None = None) -> DemoAgentRun:
     """Register an agent owned by `owner`, sign its actions over `calls` (prompt, output, receipt),
-    verify the final action and print its ancestry and who is owed what."""
+    verify the final action and print its ancestry and who is owed what. With `home`, the bundle is
+    also published under <home>/agents/<id>/ (agents/publish.py), where the web app reads it.
+
+    The receipts may come from causal-LM or classifier models: both carry the same attribution
+    (top contributions, contributors, Datanets with ppm shares). A classifier's output is its label."""
     if len(calls) < 1:
         raise ValueError("the demo agent needs at least one model call")
     operator = operator or Account.create()
@@ -51,14 +57,19 @@ def run_demo_agent(client: ChainClient, contracts: Contracts, store: ContentStor
         records = [decode(ModelView, client.call(contracts.models.functions.getModel(m))) for m in model_ids]
         return [{"id": m, "name": r.name, "lineage_root": r.lineage_root} for m, r in zip(model_ids, records)]
 
-    session.tool_call("read_models", read_models)
-    for prompt, output, receipt in calls:
-        session.add_model_receipt(receipt, prompt, output)
-    final = session.result({"answered": len(calls)}, value_earned=earned, royalty_ppm=royalty_ppm)
+    # A DAG, not a chain: every answer builds on the model records the agent read (fan-out), and the
+    # final result rests on all of them (fan-in), so the result's ancestry weighs every call.
+    _, read = session.tool_call("read_models", read_models)
+    answers = [session.add_model_receipt(receipt, prompt, output, parents=[read.hash])
+               for prompt, output, receipt in calls]
+    final = session.result({"answered": len(calls)}, parents=[a.hash for a in answers], value_earned=earned,
+                           royalty_ppm=royalty_ppm)
     bundle = session.bundle(final)
     if out is not None:
         bundle.save(out)
     verdict = verify_action(client, contracts, store, bundle)
+    if home is not None and verdict.ok:
+        out = publish_bundle(home, bundle)
     render_action_verdict(verdict, console)
     console.print(f"agent {agent.agent_id}: {len(session.actions)} signed actions; final action "
                   f"{'VERIFIED' if verdict.ok else 'NOT VERIFIED: ' + verdict.reasons[0]}",

@@ -186,6 +186,9 @@ def create_app(settings: AppSettings) -> FastAPI:
                                            chain_head=lambda: client.w3.eth.block_number, results=store.get),
                        prefix="/v1/index",
                        responses={404: {"description": "no such record in the index"}})
+    from provenant.api.agents import create_agents_router
+
+    app.include_router(create_agents_router(client, contracts, store, settings.home))
     if settings.serving is not None:
         _mount_serving(app, settings.serving)
     for router in settings.extra_routers:

@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import uvicorn
@@ -41,10 +42,16 @@ from provenant.settlement.attributor import Attributor
 from provenant.settlement.claims import claim_all, claimable
 from provenant.store import open_store
 
+if TYPE_CHECKING:
+    from provenant.agents.demo import DemoAgentRun
+
 WEI = 10**18
 PRICE_PER_CALL = 1_234_567_890_123_456_789  # deliberately odd, so rounding dust appears and must be carried
 DEPOSIT = 100 * WEI
 STAKE = 5 * WEI
+AGENT_EARNED = 12 * WEI  # what the demo agent's final answer earns from its client
+AGENT_ROYALTY_PPM = 150_000  # the share of it the agent routes back to the data beneath its answers
+AGENT_CALLS = 8  # the answers the agent's final result relies on (a readable graph in the web app)
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class ThreadResult:
     model_id: int
     rejected: list[int]
     receipts: list[Receipt]
+    agent_run: "DemoAgentRun | None" = None
 
 
 @dataclass
@@ -115,7 +123,7 @@ def run_thread(workdir: Path, rpc_url: str, settings: DemoSettings, console: Con
     client = ChainClient(rpc_url)
     store = open_store(str(workdir / "store"))
     contracts = deploy_all(client, cast.admin, workdir, protocol_treasury=cast.treasury.address)
-    say(f"[1/9] deployed on chain {client.chain_id}: {contracts.manifest.addresses}")
+    say(f"[1/10] deployed on chain {client.chain_id}: {contracts.manifest.addresses}")
     token = contracts.token.functions
     for account in [*cast.contributors.values(), cast.consumer]:
         client.transact(cast.admin, token.transfer(account.address, DEPOSIT + 10 * STAKE))
@@ -129,7 +137,7 @@ def run_thread(workdir: Path, rpc_url: str, settings: DemoSettings, console: Con
         clean = d["name"] == "support-tickets"
         ids[d["name"]] = datanets.create(cast.curators[d["name"]], metadata, stake=STAKE if clean else 0,
                                          slash_on_reject=clean)
-    say(f"[2/9] created Datanets {ids} by three curator wallets; metadata stored by CID")
+    say(f"[2/10] created Datanets {ids} by three curator wallets; metadata stored by CID")
 
     contributed: dict[str, list[tuple[int, str]]] = defaultdict(list)  # datanet -> (contribution id, file)
     for d in datanet_specs:
@@ -138,7 +146,7 @@ def run_thread(workdir: Path, rpc_url: str, settings: DemoSettings, console: Con
                 record = datanets.contribute(cast.contributors[name], ids[d["name"]], samples_dir() / file_name)
                 contributed[d["name"]].append((record.contribution_id, file_name))
     total = sum(len(v) for v in contributed.values())
-    say(f"[3/9] {total} contributions validated, stored by CID and recorded on chain")
+    say(f"[3/10] {total} contributions validated, stored by CID and recorded on chain")
 
     rejected: list[int] = []
     for d in datanet_specs:
@@ -150,7 +158,7 @@ def run_thread(workdir: Path, rpc_url: str, settings: DemoSettings, console: Con
             if f in to_reject:
                 datanets.reject(curator, cid, RejectReason.SPAM)
                 rejected.append(cid)
-    say(f"[4/9] curators approved {total - len(rejected)} contributions and rejected {len(rejected)}")
+    say(f"[4/10] curators approved {total - len(rejected)} contributions and rejected {len(rejected)}")
 
     factory = ModelFactory(client, contracts, store, datanets)
     used = tuple(ids[d["name"]] for d in datanet_specs if d.get("used_by_demo_model"))
@@ -158,7 +166,7 @@ def run_thread(workdir: Path, rpc_url: str, settings: DemoSettings, console: Con
     model = factory.build(cast.builder, ModelRequest(name="support-router", datanet_ids=used,
                                                      server=cast.server.address, price_per_call=PRICE_PER_CALL,
                                                      settings=settings.lora))
-    say(f"[5/9] trained and indexed model {model.model_id} on Datanets {list(used)} in "
+    say(f"[5/10] trained and indexed model {model.model_id} on Datanets {list(used)} in "
         f"{time.monotonic() - started:.0f} s; {len(model.manifest.contributions)} contributions, lineage root "
         f"{model.manifest.lineage_root[:18]}…, adapter {model.manifest.adapter_cid}")
 
@@ -170,6 +178,7 @@ def run_thread(workdir: Path, rpc_url: str, settings: DemoSettings, console: Con
     query_lines = (samples_dir() / "queries.jsonl").read_text(encoding="utf-8").splitlines()
     queries = [json.loads(line) for line in query_lines if line]
     receipts: list[Receipt] = []
+    answered: list[tuple[str, str, Receipt]] = []  # (prompt, answer, receipt): what the agent step signs over
     correct = 0
     cumulative = 0
     deadline = client.latest_timestamp() + 86_400
@@ -185,6 +194,7 @@ def run_thread(workdir: Path, rpc_url: str, settings: DemoSettings, console: Con
             response.raise_for_status()
             body = response.json()
             receipts.append(Receipt.from_json(body["provenance"]))
+            answered.append((query["text"], body["label"], receipts[-1]))
             correct += body["label"] == query["label"]
     bad = [r.call_id for r in receipts
            if check_receipt(r, ModelRecord.fetch(client, contracts, model.model_id).server,
@@ -193,13 +203,13 @@ def run_thread(workdir: Path, rpc_url: str, settings: DemoSettings, console: Con
         raise RuntimeError(f"{len(bad)} receipts failed verification")
     service.charge_pending(model.model_id)
     http_server.should_exit = True
-    say(f"[6/9] served {len(receipts)} paid calls over HTTP ({correct}/{len(receipts)} correct); every receipt "
+    say(f"[6/10] served {len(receipts)} paid calls over HTTP ({correct}/{len(receipts)} correct); every receipt "
         f"verified against the on-chain serving key; vouchers charged in one transaction")
 
     attributor = Attributor(client, contracts, store, cast.attributor, CallLog(workdir / "calls"))
     proposal = attributor.propose(model.model_id)
     attributor.post(cast.attributor, proposal, {cast.attributor.address: attributor.sign(proposal)})
-    say(f"[7/9] epoch {proposal.result.epoch} settled: {len(proposal.result.allocations)} allocations, root "
+    say(f"[7/10] epoch {proposal.result.epoch} settled: {len(proposal.result.allocations)} allocations, root "
         f"{proposal.result.payout_root[:18]}…, results {proposal.results_cid}")
 
     claimed: dict[str, int] = {}
@@ -210,13 +220,37 @@ def run_thread(workdir: Path, rpc_url: str, settings: DemoSettings, console: Con
             before = int(client.call(token.balanceOf(account.address)))
             claim_all(client, contracts, account, items)
             claimed[account.address] = int(client.call(token.balanceOf(account.address))) - before
-    say(f"[8/9] {len(claimed)} accounts claimed with Merkle proofs")
+    say(f"[8/10] {len(claimed)} accounts claimed with Merkle proofs")
 
     ledger = _ledger(client, contracts, cast, ids, proposal, claimed, datanet_specs)
-    say("[9/9] done")
+    agent_run = _agent_step(client, contracts, store, cast, answered, workdir, console)
+    say("[10/10] done")
     render(ledger, console)
     return ThreadResult(ledger=ledger, client=client, contracts=contracts, store=store, model_id=model.model_id,
-                        rejected=rejected, receipts=receipts)
+                        rejected=rejected, receipts=receipts, agent_run=agent_run)
+
+
+def _agent_step(client: ChainClient, contracts: Contracts, store: object, cast: Cast,
+                answered: list[tuple[str, str, Receipt]], workdir: Path, console: Console) -> "DemoAgentRun":
+    """The consumer, as a registered ERC-8004 agent, signs an action per answer it relied on and a final
+    result that earns revenue; the final action is verified and its ancestry printed. It runs after
+    the ledger is read, so the totals table is the thread's alone (routing royalties on chain is the
+    settlement's job; here the agent declares its royalty share and the verifier says who is owed what)."""
+    from provenant.agents.demo import run_demo_agent
+
+    started = time.monotonic()
+    answered = answered[:AGENT_CALLS]
+    console.print(f"[9/10] the consumer, as an ERC-8004 agent, signs an action per answer it relied on "
+                  f"({len(answered)}) and a result earning {AGENT_EARNED / WEI:g} PVN with a {AGENT_ROYALTY_PPM / 10_000:g}% royalty; "
+                  f"its final action's ancestry:", markup=False, highlight=False, soft_wrap=True)
+    run = run_demo_agent(client, contracts, store, cast.consumer, answered, console,  # type: ignore[arg-type]
+                         earned=AGENT_EARNED, royalty_ppm=AGENT_ROYALTY_PPM, home=workdir)
+    if not run.verdict.ok:
+        raise RuntimeError(f"the demo agent's final action does not verify: {run.verdict.reasons[0]}")
+    console.print(f"      agent {run.agent.agent_id} signed {len(run.bundle.actions)} actions over "
+                  f"{len(answered)} paid answers in {time.monotonic() - started:.1f} s; final action verified, "
+                  f"bundle {run.bundle_path}", markup=False, highlight=False, soft_wrap=True)
+    return run
 
 
 def _ledger(client: ChainClient, contracts: Contracts, cast: Cast, ids: dict[str, int], proposal, claimed,  # type: ignore[no-untyped-def]
