@@ -1,0 +1,106 @@
+"""The classification task's backend: MiniLM + LoRA via the factory trainer, and its methods."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bench.attribution import cls_model, methods, ours
+from bench.attribution.harness import Backend, Trained
+from bench.attribution.methods import GradientFeatures, MethodOutput
+from bench.attribution.tasks import Row, Task
+from provenant.attribution.gradients import per_example_gradients
+from provenant.factory.base_models import load_base_model
+from provenant.factory.model import encode
+from provenant.factory.train import LoraSettings
+
+
+@dataclass(frozen=True)
+class ClsConfig:
+    base_model: str = "minilm"
+    settings: LoraSettings = LoraSettings(epochs=3, learning_rate=2e-3, max_length=32, batch_size=16)
+
+
+class ClsBackend:
+    def __init__(self, task: Task, config: ClsConfig, peers: Sequence[str] = ()):
+        self.task, self.config = task, config
+        self._features: dict[int, GradientFeatures] = {}
+        self._indexes: dict[int, object] = {}
+        self.test_rows = list(task.test)
+        self.latency: dict[str, float] = {}
+        self.peers = list(peers)
+
+    # -- training ---------------------------------------------------------------------------
+    def train(self, ids: Sequence[int]) -> Trained:
+        trained = cls_model.train_cls(self.task.train, ids, self.config.settings, self.config.base_model)
+        losses = cls_model.per_example_losses(trained.classifier, self.test_rows)
+        preds = [p.label for p in trained.classifier.predict([r.text for r in self.test_rows])]
+        correct = np.array([p == r.label for p, r in zip(preds, self.test_rows)])
+        return Trained(trained, np.asarray(ids), trained.seconds, losses, correct)
+
+    # -- shared gradient features -----------------------------------------------------------
+    def features(self, trained: Trained, rows: Sequence[Row]) -> GradientFeatures:
+        key = id(trained)
+        if key not in self._features:
+            clf = trained.model.classifier
+            started = time.perf_counter()
+            train = per_example_gradients(clf, [r.text for r in rows], [clf.label_to_id[r.label] for r in rows])
+            train_s = time.perf_counter() - started
+            started = time.perf_counter()
+            test = per_example_gradients(clf, [r.text for r in self.test_rows],
+                                         [clf.label_to_id[r.label] for r in self.test_rows])
+            test_s = time.perf_counter() - started
+            self._features = {key: GradientFeatures(train.numpy(), test.numpy(), cls_model.layer_groups(clf),
+                                                    train_s, test_s)}  # keep one model's gradients only
+        return self._features[key]
+
+    # -- methods ----------------------------------------------------------------------------
+    def run_ours(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
+        out, index = ours.ours_classification(trained.model.classifier, rows, self.test_rows, need_self)
+        if need_self and "ours_10k_ms" not in self.latency:  # per-answer latency at 10,000 training rows
+            clf = trained.model.classifier
+            self.latency["ours_10k_ms"] = 1000 * ours.latency_at(clf, index, self.test_rows, 10_000, 0)
+            self.latency["ours_10k_cached_ms"] = 1000 * ours.latency_at(clf, index, self.test_rows, 10_000, 400 << 20)
+        return out
+
+    def run_grad_dot(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
+        return methods.grad_dot(self.features(trained, rows), need_self)
+
+    def run_datainf(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
+        return methods.datainf(self.features(trained, rows), need_self)
+
+    def run_tfidf(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
+        embedder = methods.TfidfEmbedder([r.text for r in rows], char=False)
+        return methods.similarity_method("TF-IDF", embedder, [r.text for r in rows], [r.label for r in rows],
+                                         [r.text for r in self.test_rows], [r.label for r in self.test_rows],
+                                         classes=True, need_self=need_self, bytes_per_row=embedder.bytes_per_row)
+
+    def run_embedding(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
+        return methods.similarity_method("base embedding", self.base_embed, [r.text for r in rows],
+                                         [r.label for r in rows], [r.text for r in self.test_rows],
+                                         [r.label for r in self.test_rows], classes=True, need_self=need_self)
+
+    @torch.no_grad()
+    def base_embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Mean-pooled hidden states of the frozen base encoder (no LoRA): similarity the base already knows."""
+        base = load_base_model(self.config.base_model)
+        out = []
+        for start in range(0, len(texts), 64):
+            ids, mask = encode(base.tokenizer, list(texts[start:start + 64]), self.config.settings.max_length)
+            hidden = base.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            out.append(((hidden * m).sum(1) / m.sum(1)).numpy())
+        return np.concatenate(out)
+
+    def backend(self) -> Backend:
+        runners = {"ours": self.run_ours, "grad-dot": self.run_grad_dot, "DataInf": self.run_datainf,
+                   "TF-IDF": self.run_tfidf, "base embedding": self.run_embedding}
+        if self.peers:
+            from bench.attribution import peers
+
+            runners.update(peers.classification_runners(self, self.peers))
+        return Backend(self.train, runners)

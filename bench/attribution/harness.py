@@ -1,0 +1,160 @@
+"""Run every method on one task and score it against ground truth (retraining where needed).
+
+For a task: train the full model; run each method on it (scores for the test rows at their true
+labels, self-scores for the training rows); retrain without each contributor (leave-one-out,
+also the 'submitted once' world for the Sybil); retrain on random half subsets (LDS); run each
+method again on the model trained without the Sybil; then compute the metrics side by side.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench.attribution import metrics
+from bench.attribution.methods import MethodOutput
+from bench.attribution.tasks import BULK_CONTRIBUTOR, CONTRIBUTORS, SYBIL, Row, Task
+
+
+@dataclass
+class Trained:
+    """What a task backend returns for a model trained on a subset of the task's rows."""
+
+    model: object
+    ids: np.ndarray  # indices into task.train
+    seconds: float
+    test_losses: np.ndarray  # (Q,)
+    test_correct: np.ndarray  # (Q,) bool
+
+
+@dataclass
+class Backend:
+    """How to train on and attribute one task kind; `methods` maps a name to a runner."""
+
+    train: Callable[[Sequence[int]], Trained]
+    methods: dict[str, Callable[[Trained, Sequence[Row], bool], MethodOutput]]
+
+
+@dataclass
+class MethodResult:
+    name: str
+    auc: float = float("nan")
+    self_kind: str = ""
+    loo_spearman: float = float("nan")
+    top1: float = float("nan")
+    lds: float = float("nan")
+    sybil_gain: float = float("nan")
+    bulk_share: float = float("nan")
+    build_seconds: float = float("nan")
+    build_over_training: float = float("nan")
+    query_ms: float = float("nan")
+    bytes_per_example: float = float("nan")
+    error: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TaskResult:
+    task: str
+    n_train: int
+    n_test: int
+    train_seconds: float
+    test_accuracy: float
+    test_loss: float
+    loo_delta: dict[str, float]
+    loo_share: dict[str, float]
+    lds_retrains: int
+    methods: list[MethodResult]
+    extra: dict = field(default_factory=dict)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _run_method(name: str, runner: Callable[[Trained, Sequence[Row], bool], MethodOutput], trained: Trained,
+                task: Task, need_self: bool) -> MethodOutput | str:
+    rows = [task.train[i] for i in trained.ids]
+    started = time.perf_counter()
+    try:
+        out = runner(trained, rows, need_self)
+    except Exception as exc:  # a peer failing must not stop the others; the reason is reported
+        log(f"  {name}: FAILED {type(exc).__name__}: {exc}")
+        return f"{type(exc).__name__}: {str(exc)[:300]}"
+    log(f"  {name}: {time.perf_counter() - started:.1f}s")
+    return out
+
+
+def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0) -> TaskResult:
+    all_ids = np.arange(len(task.train))
+    log(f"{task.name}: training the full model on {len(all_ids)} rows")
+    full = backend.train(all_ids)
+    log(f"{task.name}: trained in {full.seconds:.1f}s, test accuracy {full.test_correct.mean():.3f}")
+
+    outputs: dict[str, MethodOutput | str] = {}
+    for name, runner in backend.methods.items():
+        outputs[name] = _run_method(name, runner, full, task, need_self=True)
+
+    loo_delta: dict[str, float] = {}
+    without_sybil: Trained | None = None
+    for contributor in CONTRIBUTORS:
+        keep = np.array([i for i in all_ids if task.train[i].contributor != contributor])
+        trained = backend.train(keep)
+        loo_delta[contributor] = float(trained.test_losses.mean() - full.test_losses.mean())
+        log(f"{task.name}: LOO {contributor}: delta test loss {loo_delta[contributor]:+.4f}")
+        if contributor == SYBIL:
+            without_sybil = trained
+
+    subsets, subset_losses = [], []
+    rng = np.random.default_rng(seed + 7)
+    for s in range(lds_retrains):
+        mask = rng.random(len(all_ids)) < 0.5
+        trained = backend.train(np.flatnonzero(mask))
+        subsets.append(mask)
+        subset_losses.append(trained.test_losses)
+        if (s + 1) % 10 == 0 or s + 1 == lds_retrains:
+            log(f"{task.name}: LDS retrain {s + 1}/{lds_retrains}")
+
+    assert without_sybil is not None
+    once: dict[str, MethodOutput | str] = {}
+    log(f"{task.name}: methods on the model trained without the Sybil")
+    for name, runner in backend.methods.items():
+        if isinstance(outputs[name], MethodOutput):
+            once[name] = _run_method(name, runner, without_sybil, task, need_self=False)
+
+    train_contributors = [r.contributor for r in task.train]
+    flipped = [r.flipped for r in task.train]
+    test_skills = [r.skill for r in task.test]
+    loo_share = metrics.shares(loo_delta)
+    # top-1 is over the answers the model gets right; a model that gets none right (the random-init
+    # tiny-llama) is attributed at the reference answers of every test row instead
+    answered = full.test_correct if full.test_correct.any() else np.ones_like(full.test_correct, dtype=bool)
+    results = []
+    for name, out in outputs.items():
+        if isinstance(out, str):
+            results.append(MethodResult(name, error=out))
+            continue
+        values = metrics.contributor_values(out.scores, train_contributors, CONTRIBUTORS)
+        share = metrics.shares(values)
+        result = MethodResult(
+            name, auc=metrics.mislabel_auc(out.self_scores, flipped), self_kind=out.self_kind,
+            loo_spearman=metrics.loo_spearman(values, loo_delta),
+            top1=metrics.top1_accuracy(out.scores, train_contributors, test_skills, answered),
+            bulk_share=share[BULK_CONTRIBUTOR], build_seconds=out.build_seconds,
+            build_over_training=out.build_seconds / full.seconds, query_ms=out.query_seconds * 1000,
+            bytes_per_example=out.bytes_per_example, notes=list(out.notes))
+        if subsets:
+            result.lds = metrics.lds(out.scores, subsets, np.stack(subset_losses))
+        other = once.get(name)
+        if isinstance(other, MethodOutput):
+            once_contributors = [task.train[i].contributor for i in without_sybil.ids]
+            once_share = metrics.shares(metrics.contributor_values(other.scores, once_contributors, CONTRIBUTORS))
+            result.sybil_gain = metrics.sybil_gain(share, once_share)
+        elif isinstance(other, str):
+            result.notes.append(f"no Sybil gain: {other}")
+        results.append(result)
+    return TaskResult(task.name, len(task.train), len(task.test), full.seconds, float(full.test_correct.mean()),
+                      float(full.test_losses.mean()), loo_delta, loo_share, len(subsets), results)

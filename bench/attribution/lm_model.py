@@ -1,0 +1,170 @@
+"""A minimal deterministic LoRA trainer for the causal-LM task (the factory has no LM trainer to call yet).
+
+tiny-llama (`base_models.load_causal_base_model`, seeded random init, byte tokenizer) with peft
+LoRA on q_proj/v_proj of the top three layers. The loss is the mean cross-entropy of the completion tokens (and EOS) given
+the prompt; prompt tokens are not scored. Training is seeded (init, batch order) and runs one
+thread-count-deterministic loop; per-example gradients are plain autograd, one row at a time.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, inject_adapter_in_model
+from torch import nn
+
+from bench.attribution.tasks import Row
+from provenant.factory.base_models import load_causal_base_model
+
+
+@dataclass(frozen=True)
+class LmSettings:
+    rank: int = 8
+    alpha: int = 16
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    layers: tuple[int, ...] = (6, 7, 8)  # the top 3 of 9: backward stops there (2 shared cores)
+    learning_rate: float = 5e-3
+    epochs: int = 5
+    batch_size: int = 16
+    seed: int = 0
+
+
+def build_lora_lm(settings: LmSettings) -> nn.Module:
+    """A LoRA copy of the shared tiny-llama: module tree copied, base tensors shared and frozen."""
+    base = load_causal_base_model("tiny-llama").model
+    shared = {id(t): t for t in itertools.chain(base.parameters(), base.buffers())}
+    model = copy.deepcopy(base, memo=shared)
+    with torch.random.fork_rng(devices=[]):
+        model = inject_adapter_in_model(LoraConfig(r=settings.rank, lora_alpha=settings.alpha,
+                                                   target_modules=list(settings.target_modules), bias="none",
+                                                   layers_to_transform=list(settings.layers),
+                                                   layers_pattern="layers"), model)
+    generator = torch.Generator().manual_seed(settings.seed)
+    for name, p in model.named_parameters():
+        p.requires_grad_(".lora_" in name)
+        if ".lora_A." in name:
+            with torch.no_grad():
+                nn.init.kaiming_uniform_(p, a=math.sqrt(5), generator=generator)
+        elif ".lora_B." in name:
+            with torch.no_grad():
+                p.zero_()
+    model.eval()
+    return model
+
+
+def trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return sorted(((n, p) for n, p in model.named_parameters() if p.requires_grad), key=lambda item: item[0])
+
+
+def _encode(rows: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, attention mask, loss mask): BOS prompt completion EOS, right-padded; the loss mask marks
+    the positions whose NEXT token is a completion token."""
+    tok = load_causal_base_model("tiny-llama").tokenizer
+    seqs, starts = [], []
+    for r in rows:
+        prompt = tok.encode(r.text)
+        seqs.append(prompt + tok.encode(r.label, add_bos=False) + [tok.eos_token_id])
+        starts.append(len(prompt))
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.int64)
+    mask = torch.zeros((len(rows), width), dtype=torch.int64)
+    loss_mask = torch.zeros((len(rows), width - 1), dtype=torch.float32)
+    for i, (s, start) in enumerate(zip(seqs, starts)):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+        loss_mask[i, start - 1:len(s) - 1] = 1.0
+    return ids, mask, loss_mask
+
+
+def row_losses(model: nn.Module, rows: Sequence[Row]) -> torch.Tensor:
+    """Mean completion cross-entropy per row (differentiable)."""
+    ids, mask, loss_mask = _encode(rows)
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+    tokens = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                             reduction="none").view(len(rows), -1)
+    return (tokens * loss_mask).sum(1) / loss_mask.sum(1)
+
+
+@dataclass
+class TrainedLm:
+    model: nn.Module
+    seconds: float
+
+
+def train_lm(rows: Sequence[Row], settings: LmSettings) -> TrainedLm:
+    if not rows:
+        raise ValueError("cannot train on zero rows")
+    model = build_lora_lm(settings)
+    params = [p for _, p in trainable(model)]
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
+    order_rng = torch.Generator().manual_seed(settings.seed)
+    started = time.perf_counter()
+    model.train()
+    for _ in range(settings.epochs):
+        order = torch.randperm(len(rows), generator=order_rng).tolist()
+        for start in range(0, len(rows), settings.batch_size):
+            batch = [rows[i] for i in order[start:start + settings.batch_size]]
+            loss = row_losses(model, batch).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    return TrainedLm(model, time.perf_counter() - started)
+
+
+@torch.no_grad()
+def eval_losses(model: nn.Module, rows: Sequence[Row]) -> np.ndarray:
+    return torch.cat([row_losses(model, rows[s:s + 64]) for s in range(0, len(rows), 64)]).double().numpy()
+
+
+@torch.no_grad()
+def exact_match(model: nn.Module, rows: Sequence[Row]) -> np.ndarray:
+    """Greedy completion equals the reference (teacher-forced argmax over the completion positions)."""
+    ids, mask, loss_mask = _encode(rows)
+    pred = model(input_ids=ids, attention_mask=mask).logits[:, :-1].argmax(-1)
+    ok = (pred == ids[:, 1:]) | (loss_mask == 0)
+    return ok.all(dim=1).numpy()
+
+
+def per_example_gradients(model: nn.Module, rows: Sequence[Row]) -> torch.Tensor:
+    """(len(rows), P) float32: gradient of each row's completion loss w.r.t. the LoRA tensors."""
+    params = [p for _, p in trainable(model)]
+    out = torch.empty(len(rows), sum(p.numel() for p in params))
+    for i, row in enumerate(rows):
+        with torch.enable_grad():
+            grads = torch.autograd.grad(row_losses(model, [row])[0], params)
+        out[i] = torch.cat([g.reshape(-1) for g in grads])
+    return out
+
+
+def layer_groups(model: nn.Module) -> list[tuple[str, int, int]]:
+    groups: list[tuple[str, int, int]] = []
+    offset = 0
+    for name, p in trainable(model):
+        module = name.split(".lora_")[0]
+        if groups and groups[-1][0] == module:
+            groups[-1] = (module, groups[-1][1], offset + p.numel())
+        else:
+            groups.append((module, offset, offset + p.numel()))
+        offset += p.numel()
+    return groups
+
+
+@torch.no_grad()
+def base_embed(texts: Sequence[str]) -> np.ndarray:
+    """Mean last hidden state of the frozen base LM over the bytes of each text."""
+    base = load_causal_base_model("tiny-llama")
+    out = []
+    for text in texts:
+        ids = torch.tensor([base.tokenizer.encode(text)])
+        hidden = base.model(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+        out.append(hidden[0].mean(0).numpy())
+    return np.stack(out)

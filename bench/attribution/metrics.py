@@ -1,0 +1,79 @@
+"""Quality metrics against ground truth that is known by construction or measured by retraining.
+
+Conventions: scores[q, i] > 0 means training row i helped test row q. A contributor's value is
+the sum of its rows' scores over the test set (its attributed effect on test loss); its share is
+its positive value over the sum of positive values (the product's payout rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+
+from bench.attribution.tasks import SKILL_OWNER, SYBIL, SYBIL_VICTIM
+
+
+def mislabel_auc(self_scores: np.ndarray | None, flipped: Sequence[bool]) -> float:
+    if self_scores is None:
+        return float("nan")
+    return float(roc_auc_score(np.asarray(flipped, dtype=bool), np.asarray(self_scores, dtype=np.float64)))
+
+
+def contributor_values(scores: np.ndarray, train_contributors: Sequence[str],
+                       contributors: Sequence[str]) -> dict[str, float]:
+    per_row = scores.sum(axis=0)
+    owner = np.asarray(train_contributors)
+    return {c: float(per_row[owner == c].sum()) for c in contributors}
+
+
+def shares(values: Mapping[str, float]) -> dict[str, float]:
+    positive = {k: max(v, 0.0) for k, v in values.items()}
+    total = sum(positive.values())
+    return {k: (v / total if total > 0 else 0.0) for k, v in positive.items()}
+
+
+def loo_spearman(values: Mapping[str, float], loo_delta: Mapping[str, float]) -> float:
+    """Spearman between attributed value and the true test-loss increase when the contributor is removed."""
+    keys = sorted(loo_delta)
+    rho = spearmanr([values[k] for k in keys], [loo_delta[k] for k in keys]).statistic
+    return float(rho) if np.isfinite(rho) else 0.0
+
+
+def top1_accuracy(scores: np.ndarray, train_contributors: Sequence[str], test_skills: Sequence[str],
+                  answered: np.ndarray) -> float:
+    """Share of answered test rows whose highest-scoring contributor owns the row's skill. The Sybil's
+    rows are verbatim copies of bob's, so for bob's skill either wallet counts as right."""
+    owners = np.asarray(train_contributors)
+    names = sorted(set(train_contributors))
+    per_contributor = np.stack([scores[:, owners == c].sum(axis=1) for c in names], axis=1)
+    best = [names[j] for j in per_contributor.argmax(axis=1)]
+    right = []
+    for q in np.flatnonzero(answered):
+        allowed = {SKILL_OWNER[test_skills[q]]}
+        if SYBIL_VICTIM in allowed:
+            allowed.add(SYBIL)
+        right.append(best[q] in allowed)
+    return float(np.mean(right)) if right else float("nan")
+
+
+def lds(scores: np.ndarray, subsets: Sequence[np.ndarray], subset_losses: np.ndarray) -> float:
+    """Linear datamodeling score: per test row, Spearman over subsets between the summed scores of
+    the rows in the subset and the (negated) test loss of the model retrained on it; then the mean.
+    subsets: boolean masks (S, N); subset_losses: (S, Q)."""
+    masks = np.stack(subsets).astype(np.float64)  # (S, N)
+    predicted = masks @ scores.T  # (S, Q): predicted loss reduction
+    rhos = []
+    for q in range(scores.shape[0]):
+        rho = spearmanr(predicted[:, q], -subset_losses[:, q]).statistic
+        rhos.append(rho if np.isfinite(rho) else 0.0)
+    return float(np.mean(rhos))
+
+
+def sybil_gain(shares_with: Mapping[str, float], shares_without: Mapping[str, float]) -> float:
+    """(victim + Sybil share with the copy) / (victim share when the data is submitted once) - 1."""
+    once = shares_without.get(SYBIL_VICTIM, 0.0)
+    twice = shares_with.get(SYBIL_VICTIM, 0.0) + shares_with.get(SYBIL, 0.0)
+    return float(twice / once - 1.0) if once > 0 else float("inf")

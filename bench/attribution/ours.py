@@ -1,0 +1,132 @@
+"""'Ours': engineer A's public engine, called exactly as the product calls it.
+
+Classification: `provenant.attribution.index.build_index` + `attribute_many` (whatever curvature
+and options A ships in them). Causal LM: the factory has no LM index yet, so the same recipe is
+applied to this benchmark's LoRA gradients: `gradients.Projector` (seeded JL, 1024 dims), then A's
+model-independent half `index.index_from_projected` (curvature, duplicate groups, self-influence)
+and `index.score_projected` (duplicate credit sharing). Contributor values are sums of these scores.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from bench.attribution.methods import MethodOutput
+from bench.attribution.tasks import Row
+from provenant.attribution import index as attribution_index
+from provenant.attribution.gradients import Projector
+from provenant.factory.train import Example
+from provenant.serving.engine import Classifier
+
+PROJECTION_DIM = 1024
+
+
+def _curvature():  # type: ignore[no-untyped-def]
+    try:
+        from provenant.attribution import curvature
+    except ImportError:
+        return None
+    return curvature if hasattr(curvature, "fit_preconditioner") else None
+
+
+def engine_description() -> str:
+    parts = ["build_index/attribute_many"]
+    if _curvature():
+        parts.append("curvature preconditioner")
+    if hasattr(attribution_index, "share_credit") or hasattr(attribution_index, "mislabel_scores"):
+        parts.append("duplicate credit sharing + stored self-influence")
+    return " + ".join(parts)
+
+
+def ours_classification(classifier: Classifier, train_rows: Sequence[Row], test_rows: Sequence[Row],
+                        need_self: bool) -> tuple[MethodOutput, attribution_index.AttributionIndex]:
+    examples = [Example(r.text, r.label, 1 + i, 0) for i, r in enumerate(train_rows)]
+    settings = attribution_index.IndexSettings(projection_dim=PROJECTION_DIM, seed=0)
+    started = time.perf_counter()
+    index = attribution_index.build_index(classifier, examples, settings)
+    build = time.perf_counter() - started
+    started = time.perf_counter()
+    scores = attribution_index.attribute_many(classifier, index, [r.text for r in test_rows],
+                                              [r.label for r in test_rows])
+    query = (time.perf_counter() - started) / len(test_rows)
+    self_scores = None
+    if need_self and hasattr(attribution_index, "mislabel_scores"):  # A's engine: stored self-influence
+        self_scores = attribution_index.mislabel_scores(index)
+    elif need_self:  # older engine: its own score of each training row for its own label
+        diag = []
+        for start in range(0, len(train_rows), 128):
+            chunk = train_rows[start:start + 128]
+            block = attribution_index.attribute_many(classifier, index, [r.text for r in chunk], [r.label for r in chunk])
+            diag.append(block[np.arange(len(chunk)), start + np.arange(len(chunk))])
+        self_scores = np.concatenate(diag)
+    stored = float(getattr(index, "bytes_per_example", PROJECTION_DIM * 4))
+    kind = ("self-influence stored in the index (mislabel_scores)" if hasattr(attribution_index, "mislabel_scores")
+            else "self-influence (engine score of a row for its own label)")
+    out = MethodOutput("ours", scores, self_scores, kind, build, query, stored, [engine_description()])
+    return out, index
+
+
+def latency_at(classifier: Classifier, index: attribution_index.AttributionIndex, queries: Sequence[Row],
+               n_rows: int, cache_bytes: int) -> float:
+    """Median seconds of one `attribute` call against an index tiled to `n_rows` rows (the cost of a
+    query depends on N and the dimension, not on which rows they are)."""
+    from provenant.attribution.gradients import set_projection_cache
+
+    big = copy.copy(index)
+    n = len(index)
+    reps = -(-n_rows // n)
+    fields = getattr(attribution_index, "PER_EXAMPLE_FIELDS", ("gradients", "contribution_ids", "row_indices", "label_ids"))
+    for name in fields:
+        value = getattr(index, name)
+        if name == "canonical":  # duplicate-group heads are row numbers: each tile points into itself
+            tiles = [value + k * n for k in range(reps)]
+        else:
+            tiles = [value] * reps
+        setattr(big, name, np.ascontiguousarray(np.concatenate(tiles)[:n_rows]))
+    set_projection_cache(cache_bytes)
+    try:
+        attribution_index.attribute(classifier, big, queries[0].text, queries[0].label)  # warm-up
+        times = []
+        for row in queries[:7]:
+            started = time.perf_counter()
+            attribution_index.attribute(classifier, big, row.text, row.label)
+            times.append(time.perf_counter() - started)
+    finally:
+        set_projection_cache(0)
+    return float(np.median(times))
+
+
+def ours_projected(name: str, layout: tuple[tuple[str, int], ...], train_grads: torch.Tensor,
+                   test_grads: torch.Tensor, grad_seconds: tuple[float, float], need_self: bool,
+                   train_texts: Sequence[str]) -> MethodOutput:
+    """The index recipe on precomputed full gradients (causal LM): A's `index_from_projected`
+    (curvature, duplicate groups) and `score_projected` when they exist; else project + dot."""
+    projector = Projector(layout=layout, dim=PROJECTION_DIM, seed=0)
+    started = time.perf_counter()
+    train = projector.project(train_grads)
+    settings = attribution_index.IndexSettings(projection_dim=PROJECTION_DIM, seed=0)
+    if hasattr(attribution_index, "index_from_projected"):
+        index = attribution_index.index_from_projected(
+            train, contribution_ids=list(range(1, len(train) + 1)), row_indices=[0] * len(train),
+            label_ids=[0] * len(train), texts=list(train_texts), settings=settings, adapter_sha256="bench",
+            layout_sha256=projector.layout_sha256)
+        build = time.perf_counter() - started + grad_seconds[0]
+        started = time.perf_counter()
+        scores = attribution_index.score_projected(index, projector.project(test_grads).numpy())
+        query = (time.perf_counter() - started + grad_seconds[1]) / len(test_grads)
+        self_scores = attribution_index.mislabel_scores(index) if need_self else None
+        return MethodOutput(name, scores, self_scores, "self-influence stored in the index", build, query,
+                            float(index.bytes_per_example), ["causal LM: Projector + index_from_projected/score_projected"])
+    train64 = train.numpy().astype(np.float64)
+    build = time.perf_counter() - started + grad_seconds[0]
+    started = time.perf_counter()
+    scores = projector.project(test_grads).numpy().astype(np.float64) @ train64.T
+    query = (time.perf_counter() - started + grad_seconds[1]) / len(test_grads)
+    self_scores = np.einsum("ij,ij->i", train64, train64) if need_self else None
+    return MethodOutput(name, scores, self_scores, "self-influence |Pg|^2", build, query, PROJECTION_DIM * 4.0,
+                        ["causal LM: Projector + plain dot (no curvature module)"])

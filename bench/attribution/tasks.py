@@ -1,0 +1,212 @@
+"""Benchmark tasks with known ground truth, generated here (no public benchmark's test set).
+
+Both tasks share one cast of contributors, each with a distinct role:
+  alice   - an honest skill
+  bob     - an honest skill (the one the Sybil copies)
+  carol   - an honest skill, but 15% of her rows carry the wrong label / a wrong completion
+  dave    - an honest skill
+  erin    - redundant bulk: many near-copies of a handful of low-signal rows from a domain the
+            test set never asks about (volume without value)
+  mallory - a Sybil: bob's rows, verbatim, from a second wallet
+
+Classification skills are not lexically trivial: every content word appears under both labels, and
+the label follows from a combination (item x category, order x relation, negation x state) or from
+world knowledge (which of two things is bigger). The causal-LM skills are string transformations
+of random letters, keyed by a short prefix; the completion depends on every input character.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+CONTRIBUTORS = ("alice", "bob", "carol", "dave", "erin", "mallory")
+SKILL_OWNER = {"category": "alice", "size": "bob", "order": "carol", "negation": "dave"}
+FLIPPED_CONTRIBUTOR, BULK_CONTRIBUTOR, SYBIL, SYBIL_VICTIM = "carol", "erin", "mallory", "bob"
+
+
+@dataclass(frozen=True)
+class Row:
+    text: str  # classification: the statement; causal LM: the prompt
+    label: str  # classification: "true"/"false"; causal LM: the completion
+    contributor: str
+    skill: str
+    flipped: bool = False  # ground truth for mislabelled-data detection
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: str  # "classification" or "causal"
+    train: tuple[Row, ...]
+    test: tuple[Row, ...]  # clean rows of the four skills; their owners are the top-1 ground truth
+    notes: dict = field(default_factory=dict)
+
+    def contributor_rows(self, contributor: str) -> list[int]:
+        return [i for i, row in enumerate(self.train) if row.contributor == contributor]
+
+
+class TaskError(ValueError):
+    """A task cannot be generated with the requested sizes."""
+
+
+# -- classification -----------------------------------------------------------------------------
+CATEGORIES = {  # small vocabularies: a few dozen rows must be able to teach the pairing
+    "fruit": ("apple", "banana", "mango", "cherry"),
+    "vehicle": ("truck", "bicycle", "bus", "tractor"),
+    "tool": ("hammer", "wrench", "saw", "drill"),
+}
+CATEGORY_TEMPLATES = ("a {item} is a kind of {cat}", "the {item} counts as a {cat}", "you could call a {item} a {cat}",
+                      "every {item} is a {cat}", "i would file a {item} under {cat}", "a {item} is one type of {cat}")
+SIZES = ("ant", "mouse", "cat", "dog", "horse", "elephant", "whale", "mountain")  # increasing size
+SIZE_TEMPLATES = ("a {a} is bigger than a {b}", "compared with a {b}, a {a} is bigger",
+                  "a {a} is larger than a {b}")
+EVENTS = (("woke up", "ate breakfast"), ("planted the seeds", "harvested the crop"),
+          ("wrote the letter", "mailed the letter"), ("caught the fish", "cooked the fish"))
+ORDER_TEMPLATES = ("{name} {a} before {name} {b}", "first {name} {a}, then {name} {b}",
+                   "{name} {a} and later {b}")
+NAMES = ("maria", "tom", "yuki", "omar", "lena", "raj", "ana", "li")
+PLACES = ("bakery", "museum", "library", "pharmacy", "gym", "post office", "bank", "zoo")
+TIMES = ("today", "on sunday", "this morning", "tonight", "at noon", "during the holiday")
+NEGATION_TEMPLATES = ("the {place} is {state} {time} and visitors can walk in",
+                      "since the {place} is {state} {time}, people may enter")
+
+
+def _category_row(rng: random.Random, truth: bool) -> str:
+    cat = rng.choice(sorted(CATEGORIES))
+    if not truth:
+        cat_other = rng.choice([c for c in sorted(CATEGORIES) if c != cat])
+        item = rng.choice(CATEGORIES[cat_other])
+    else:
+        item = rng.choice(CATEGORIES[cat])
+    return rng.choice(CATEGORY_TEMPLATES).format(item=item, cat=cat)
+
+
+def _size_row(rng: random.Random, truth: bool) -> str:
+    i, j = sorted(rng.sample(range(len(SIZES)), 2))
+    while j - i < 2:  # keep the comparison unambiguous
+        i, j = sorted(rng.sample(range(len(SIZES)), 2))
+    small, big = SIZES[i], SIZES[j]
+    a, b = (big, small) if truth else (small, big)  # every object appears on both sides, in both labels
+    return rng.choice(SIZE_TEMPLATES).format(a=a, b=b)
+
+
+def _order_row(rng: random.Random, truth: bool) -> str:
+    first, second = rng.choice(EVENTS)
+    name = rng.choice(NAMES)
+    a, b = (first, second) if truth else (second, first)  # true when the events come in their natural order
+    return rng.choice(ORDER_TEMPLATES).format(name=name, a=a, b=b)
+
+
+def _negation_row(rng: random.Random, truth: bool) -> str:
+    # open <-> true; the word "not" flips it, so neither "open", "closed" nor "not" decides alone.
+    state = rng.choice(("open", "not closed")) if truth else rng.choice(("closed", "not open"))
+    return rng.choice(NEGATION_TEMPLATES).format(place=rng.choice(PLACES), state=state, time=rng.choice(TIMES))
+
+
+_SKILL_ROW = {"category": _category_row, "size": _size_row, "order": _order_row, "negation": _negation_row}
+_BULK_BASE = (("status check: all systems nominal", "true"), ("status check: error detected", "false"),
+              ("the sky report says sunny and clear", "true"), ("the sky report says sunny and dark", "false"),
+              ("ping reply received from server", "true"), ("ping reply lost from server", "false"))
+
+
+def _skill_rows(rng: random.Random, skill: str, n: int, exclude: set[str]) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    attempts = 0
+    while len(rows) < n:
+        attempts += 1
+        if attempts > 200 * n:
+            raise TaskError(f"cannot draw {n} distinct {skill} rows")
+        truth = len(rows) % 2 == 0  # balanced labels
+        text = _SKILL_ROW[skill](rng, truth)
+        if text in exclude:
+            continue
+        exclude.add(text)
+        rows.append((text, "true" if truth else "false"))
+    return rows
+
+
+def classification_task(rows_per_skill: int = 64, bulk_rows: int = 192, test_per_skill: int = 30,
+                        flip_fraction: float = 0.15, seed: int = 0) -> Task:
+    """Statements labelled true/false; see the module docstring for who contributes what."""
+    if rows_per_skill < 4 or test_per_skill < 1 or bulk_rows < len(_BULK_BASE):
+        raise TaskError("rows_per_skill >= 4, test_per_skill >= 1 and bulk_rows >= 6 are required")
+    if not 0.1 <= flip_fraction <= 0.2:
+        raise TaskError("flip_fraction must be in [0.1, 0.2]")
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    test = [Row(text, label, SKILL_OWNER[skill], skill)
+            for skill in SKILL_OWNER for text, label in _skill_rows(rng, skill, test_per_skill, seen)]
+    train: list[Row] = []
+    for skill, owner in SKILL_OWNER.items():
+        rows = _skill_rows(rng, skill, rows_per_skill, seen)
+        flip = set(rng.sample(range(len(rows)), round(flip_fraction * len(rows)))) if owner == FLIPPED_CONTRIBUTOR else set()
+        for k, (text, label) in enumerate(rows):
+            if k in flip:
+                label = "false" if label == "true" else "true"
+            train.append(Row(text, label, owner, skill, flipped=k in flip))
+    fillers = ("", ".", " ok", " today", "!", " again", " now", " (auto)")
+    for k in range(bulk_rows):  # near-copies: 6 base rows x punctuation / filler / counter variants
+        text, label = _BULK_BASE[k % len(_BULK_BASE)]
+        variant = f"{text}{fillers[(k // len(_BULK_BASE)) % len(fillers)]}"
+        if k >= len(_BULK_BASE) * len(fillers):
+            variant = f"{variant} #{k // (len(_BULK_BASE) * len(fillers))}"
+        train.append(Row(variant, label, BULK_CONTRIBUTOR, "bulk"))
+    train.extend(Row(r.text, r.label, SYBIL, r.skill) for r in train if r.contributor == SYBIL_VICTIM)
+    return Task("classification", "classification", tuple(train), tuple(test),
+                notes={"rows_per_skill": rows_per_skill, "bulk_rows": bulk_rows, "flip_fraction": flip_fraction,
+                       "seed": seed})
+
+
+# -- causal LM ----------------------------------------------------------------------------------
+LETTERS = "abcdefghjkmnpqrstuvwxyz"
+_CAUSAL_SKILLS = {
+    "category": ("rev", lambda s: s[::-1]),  # alice: reverse
+    "size": ("up", lambda s: s.upper()),  # bob: upper-case
+    "order": ("dbl", lambda s: "".join(c + c for c in s)),  # carol: double each letter
+    "negation": ("srt", lambda s: "".join(sorted(s))),  # dave: sort the letters
+}
+CAUSAL_SKILL_NAMES = {"category": "reverse", "size": "upper", "order": "double", "negation": "sort"}
+
+
+def _letters(rng: random.Random) -> str:
+    return "".join(rng.choice(LETTERS) for _ in range(rng.randint(3, 5)))
+
+
+def causal_task(rows_per_skill: int = 24, bulk_rows: int = 48, test_per_skill: int = 8,
+                flip_fraction: float = 0.15, seed: int = 0) -> Task:
+    """Prompt `"<op> <letters>="`, completion the transformed letters (and EOS at training time)."""
+    if rows_per_skill < 4 or test_per_skill < 1 or bulk_rows < 4:
+        raise TaskError("rows_per_skill >= 4, test_per_skill >= 1 and bulk_rows >= 4 are required")
+    rng = random.Random(seed + 1000)
+    seen: set[str] = set()
+
+    def draw(skill: str, n: int) -> list[tuple[str, str]]:
+        op, fn = _CAUSAL_SKILLS[skill]
+        out = []
+        while len(out) < n:
+            s = _letters(rng)
+            prompt = f"{op} {s}="
+            if prompt not in seen:
+                seen.add(prompt)
+                out.append((prompt, fn(s)))
+        return out
+
+    test = [Row(p, c, SKILL_OWNER[skill], skill) for skill in SKILL_OWNER for p, c in draw(skill, test_per_skill)]
+    train: list[Row] = []
+    for skill, owner in SKILL_OWNER.items():
+        rows = draw(skill, rows_per_skill)
+        flip = set(rng.sample(range(len(rows)), round(flip_fraction * len(rows)))) if owner == FLIPPED_CONTRIBUTOR else set()
+        for k, (prompt, completion) in enumerate(rows):
+            if k in flip:  # a wrong completion of the same length: another row's answer
+                completion = rows[(k + 1) % len(rows)][1]
+            train.append(Row(prompt, completion, owner, skill, flipped=k in flip))
+    bulk_base = (("hi=", "hello"), ("bye=", "goodbye"), ("ok=", "okay"), ("thx=", "thanks"))
+    for k in range(bulk_rows):
+        prompt, completion = bulk_base[k % len(bulk_base)]
+        suffix = "" if k < len(bulk_base) else " " * (1 + (k // len(bulk_base)) % 3)
+        train.append(Row(suffix + prompt, completion, BULK_CONTRIBUTOR, "bulk"))
+    train.extend(Row(r.text, r.label, SYBIL, r.skill) for r in train if r.contributor == SYBIL_VICTIM)
+    return Task("causal-lm", "causal", tuple(train), tuple(test),
+                notes={"rows_per_skill": rows_per_skill, "bulk_rows": bulk_rows, "flip_fraction": flip_fraction,
+                       "seed": seed})

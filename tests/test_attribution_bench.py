@@ -1,0 +1,121 @@
+"""The attribution benchmark harness (bench/attribution/) on a tiny configuration.
+
+Real training (the factory trainer on the config-built tiny encoder), real retrains for
+leave-one-out and LDS, and three methods (ours, grad-dot, TF-IDF); no peer library needed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.attribution import metrics, report  # noqa: E402
+from bench.attribution.cls_backend import ClsBackend, ClsConfig  # noqa: E402
+from bench.attribution.harness import run_task  # noqa: E402
+from bench.attribution.tasks import (BULK_CONTRIBUTOR, CONTRIBUTORS, SKILL_OWNER, SYBIL,  # noqa: E402
+                                     SYBIL_VICTIM, Row, Task, TaskError, causal_task, classification_task)
+from provenant.factory.train import LoraSettings  # noqa: E402
+
+
+def test_tasks_have_the_promised_ground_truth() -> None:
+    task = classification_task(rows_per_skill=20, bulk_rows=24, test_per_skill=5)
+    by = {c: [task.train[i] for i in task.contributor_rows(c)] for c in CONTRIBUTORS}
+    assert [r.text for r in by[SYBIL]] == [r.text for r in by[SYBIL_VICTIM]]  # verbatim copies, second wallet
+    assert sum(r.flipped for r in task.train) == 3 and all(r.contributor == "carol" for r in task.train if r.flipped)
+    assert len({r.text.split(" #")[0].rstrip(".!") for r in by[BULK_CONTRIBUTOR]}) < len(by[BULK_CONTRIBUTOR])
+    assert not {r.text for r in task.test} & {r.text for r in task.train}  # held-out rows are new
+    full = classification_task()
+    for skill in ("category", "size", "order", "negation"):  # no single word decides a label
+        rows = [r for r in full.train if r.skill == skill]
+        tokens = [(r.label, r.text.replace(",", " ").split()) for r in rows]
+        words = {lab: {w for label, ws in tokens if label == lab for w in ws} for lab in ("true", "false")}
+        decisive = [w for _, ws in tokens for w in ws if (w in words["true"]) != (w in words["false"])]
+        assert len(decisive) < 0.02 * sum(len(ws) for _, ws in tokens), (skill, decisive[:5])
+    lm = causal_task(rows_per_skill=6, bulk_rows=8, test_per_skill=2)
+    assert any(r.flipped for r in lm.train) and {r.contributor for r in lm.train} == set(CONTRIBUTORS)
+    with pytest.raises(TaskError):
+        classification_task(flip_fraction=0.5)
+
+
+def test_metrics_on_known_answers() -> None:
+    assert metrics.mislabel_auc(np.array([0.1, 0.9, 0.2]), [False, True, False]) == 1.0
+    scores = np.array([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]])
+    values = metrics.contributor_values(scores, ["a", "b", "a"], ["a", "b"])
+    assert values == {"a": 0.0, "b": 2.0}
+    assert metrics.shares({"a": -1.0, "b": 3.0, "c": 1.0}) == {"a": 0.0, "b": 0.75, "c": 0.25}
+    assert metrics.sybil_gain({"bob": 0.3, "mallory": 0.3}, {"bob": 0.5}) == pytest.approx(0.2)
+    # LDS is 1 when the summed scores order the subsets exactly as their losses do
+    masks = [np.array([1, 0, 0], bool), np.array([1, 1, 0], bool), np.array([1, 1, 1], bool)]
+    assert metrics.lds(np.array([[1.0, 1.0, 1.0]]), masks, np.array([[3.0], [2.0], [1.0]])) == pytest.approx(1.0)
+
+
+KEYS = {"category": ("red", "blue"), "size": ("north", "south"), "order": ("happy", "angry"), "negation": ("cat", "dog")}
+FILLERS = ("one", "two", "three", "four", "five", "six", "seven", "eight")
+
+
+def lexical_task(rows_per_skill: int = 20, flipped: int = 3, seed: int = 0) -> Task:
+    """The benchmark's cast of contributors on a keyword task the 1-layer tiny encoder can learn
+    (the real tasks need MiniLM, too slow for a unit test): a skill's keyword decides its label."""
+    rng = random.Random(seed)
+
+    def rows(skill: str, n: int, owner: str, flip: int = 0) -> list[Row]:
+        out = []
+        for i in range(n):
+            truth, wrong = i % 2 == 0, owner == "carol" and i < flip
+            text = " ".join(rng.sample(FILLERS, 3)) + " " + KEYS[skill][0 if truth else 1]
+            out.append(Row(text, "true" if truth != wrong else "false", owner, skill, wrong))
+        return out
+
+    train = [r for skill, owner in SKILL_OWNER.items() for r in rows(skill, rows_per_skill, owner, flipped)]
+    train += [Row(f"status ok{'!' * (i // 2)}", "true" if i % 2 == 0 else "false", BULK_CONTRIBUTOR, "bulk")
+              for i in range(24)]
+    train += [Row(r.text, r.label, SYBIL, r.skill) for r in train if r.contributor == SYBIL_VICTIM]
+    test = [r for skill, owner in SKILL_OWNER.items() for r in rows(skill, 4, owner)]
+    return Task("lexical", "classification", tuple(train), tuple(test))
+
+
+def test_harness_runs_end_to_end_on_a_tiny_config() -> None:
+    task = lexical_task()
+    config = ClsConfig(base_model="tiny-encoder",
+                       settings=LoraSettings(epochs=10, learning_rate=3e-2, max_length=16, batch_size=8))
+    backend = ClsBackend(task, config)
+    runners = backend.backend()
+    runners.methods = {k: runners.methods[k] for k in ("ours", "grad-dot", "TF-IDF")}
+    result = run_task(task, runners, lds_retrains=3)
+
+    assert [m.name for m in result.methods] == ["ours", "grad-dot", "TF-IDF"]
+    assert set(result.loo_delta) == set(CONTRIBUTORS) and result.lds_retrains == 3
+    for m in result.methods:
+        assert not m.error, m.error
+        for value in (m.auc, m.loo_spearman, m.lds, m.top1, m.sybil_gain, m.bulk_share, m.query_ms):
+            assert isinstance(value, float) and not math.isnan(value), (m.name, value)
+        assert -1.0 <= m.loo_spearman <= 1.0 and -1.0 <= m.lds <= 1.0 and 0.0 <= m.top1 <= 1.0
+        assert m.bytes_per_example > 0 and m.build_seconds >= 0
+    by_name = {m.name: m for m in result.methods}
+    # mislabelled rows have a larger training loss, hence a larger gradient: above chance for both
+    assert by_name["grad-dot"].auc > 0.6 and by_name["ours"].auc > 0.6
+    assert by_name["ours"].bytes_per_example <= 16 * 1024
+    assert "ours_10k_ms" in backend.latency and backend.latency["ours_10k_ms"] > 0
+    text = report.section([result], "test", 1, "2026-11-26", [])
+    assert "| ours |" in text and "| target |" in text and "LOO Spearman" in text
+
+
+def test_datainf_closed_form_matches_the_explicit_inverse() -> None:
+    """DataInf's Sherman-Morrison shortcut equals mean_j (g_j g_j^T + lam I)^-1 computed by inversion."""
+    from bench.attribution.methods import GradientFeatures, datainf
+
+    rng = np.random.default_rng(0)
+    g, v = rng.normal(size=(30, 5)).astype(np.float32), rng.normal(size=(4, 5)).astype(np.float32)
+    out = datainf(GradientFeatures(g, v, [("layer", 0, 5)], 0.0, 0.0))
+    g64 = g.astype(np.float64)
+    lam = 0.1 * float(np.mean((g64 ** 2).sum(axis=1)))
+    inverse = sum(np.linalg.inv(np.outer(row, row) + lam * np.eye(5)) for row in g64) / len(g64)
+    np.testing.assert_allclose(out.scores, v.astype(np.float64) @ inverse @ g64.T, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(out.self_scores, np.einsum("ij,jk,ik->i", g64, inverse, g64), rtol=1e-9)
