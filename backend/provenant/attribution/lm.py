@@ -38,6 +38,7 @@ from provenant.factory.train_lm import (IGNORE, LmExample, collate, encode_text,
                                         token_loss, trainable)
 
 METHOD = "influence+spans/1"  # the receipt's and the results' name for this attribution
+GRADIENT_ONLY_METHOD = "influence/1"  # a manifest with a gradient index but no span index
 BYTE_MIN_LENGTH = 32  # span min_length for byte-level tokenizers: a few words, not a common bigram
 
 
@@ -152,6 +153,10 @@ class LmAttributor:
     min_length: int
     meta: Mapping[int, ContributionMeta]
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def method(self) -> str:
+        return METHOD if self.spans is not None else GRADIENT_ONLY_METHOD
 
     def attribute_many(self, prompts: Sequence[str], outputs: Sequence[str]) -> list[Attribution]:
         """Each call's combined attribution: w * span shares + (1 - w) * gradient shares, w = span coverage."""

@@ -232,8 +232,10 @@ class ModelFactory:
         entries = selection.lineage()
         root = lineage_root(entries)
         selection_cid = selection_cid or self.freeze(selection)
+        span_cid, span_sha256 = "", ""
         if selection.task == CAUSAL_TASK:
-            trained, per_datanet, index_cid, labels = self._train_lm(request, selection, progress, checkpoints)
+            trained, per_datanet, index_cid, labels, (span_cid, span_sha256) = self._train_lm(
+                request, selection, progress, checkpoints)
         else:
             trained, per_datanet, index_cid, labels = self._train_classifier(request, selection, progress,
                                                                              checkpoints)
@@ -252,8 +254,7 @@ class ModelFactory:
             "selection": "all approved contributions" if selection.filters.is_default else
             {"filters": selection.filters.to_dict(), "seed": selection.seed},
         }
-        if selection.task == CLASSIFICATION:
-            training_config["index"] = asdict(request.index_settings)
+        training_config["index"] = asdict(request.index_settings)  # both tasks are indexed at training time
         manifest = Manifest(
             model_name=request.name,
             base_model=base_id,
@@ -270,6 +271,8 @@ class ModelFactory:
             index_cid=index_cid,
             metrics=metrics,
             selection={"cid": selection_cid, "held_out": selection.held_out(), "per_datanet": summary},
+            span_index_cid=span_cid,
+            span_index_sha256=span_sha256,
         )
         return manifest, self.store.put(manifest.to_bytes())
 
@@ -289,8 +292,11 @@ class ModelFactory:
         return trained, per_datanet, self.store.put(index.to_bytes()), list(trained.config["labels"])
 
     def _train_lm(self, request: ModelRequest, selection: Selection, progress: Callable[[dict], None] | None,
-                  checkpoints: Checkpoints | None) -> tuple[Any, dict, str, list[str]]:
-        from provenant.factory.base_models import BaseModelError, is_causal_base
+                  checkpoints: Checkpoints | None) -> tuple[Any, dict, str, list[str], tuple[str, str]]:
+        """Train, then index the rows it trained on: the gradient index (index_cid) and the span index
+        over their token streams ((CID, sha256)), both at the final weights and stored by CID."""
+        from provenant.attribution.lm import build_lm_index, build_lm_span_index
+        from provenant.factory.base_models import BaseModelError, is_causal_base, load_causal_base_model
         from provenant.factory.train_lm import fit_causal_lm
 
         if not is_causal_base(request.base_model):
@@ -298,11 +304,19 @@ class ModelFactory:
                                  f"{request.base_model!r} is not a causal LM: choose one (e.g. tiny-llama, or a "
                                  f"Hugging Face causal model id or local folder)")
         held = selection.lm_examples(held_out=True)
-        trained, model = fit_causal_lm(selection.lm_examples(), request.settings, request.base_model,
+        examples = selection.lm_examples()
+        trained, model = fit_causal_lm(examples, request.settings, request.base_model,
                                        eval_examples=held, progress=progress, checkpoints=checkpoints)
         per_datanet = per_datanet_metrics(CAUSAL_TASK, model, request.base_model, held, trained.config,
                                           request.settings)
-        return trained, per_datanet, "", []
+        base = load_causal_base_model(request.base_model)
+        if progress is not None:
+            progress({"stage": "index", "examples": len(examples)})
+        index = build_lm_index(model, base, examples, request.settings.max_length, request.index_settings)
+        spans = build_lm_span_index(base, examples, request.settings.max_length)
+        span_bytes = spans.to_bytes()
+        return (trained, per_datanet, self.store.put(index.to_bytes()), [],
+                (self.store.put(span_bytes), sha256_0x(span_bytes)[2:]))
 
     def registration(self, request: ModelRequest, manifest: Manifest, manifest_cid: str) -> dict[str, Any]:
         """The `registerModel` ModelSpec as JSON (0x-hex bytes), for a wallet to send."""

@@ -17,6 +17,7 @@ from provenant.merkle import StandardMerkleTree
 
 LEAF_TYPES = ["uint256", "bytes32", "bytes32"]
 MANIFEST_FORMAT = "provenant.manifest/1"
+_OPTIONAL_EMPTY = ("span_index_cid", "span_index_sha256")  # left out of the bytes while empty
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,17 @@ class Manifest:
     # row indices ("held_out") and per-Datanet row counts ("per_datanet"). Empty in older manifests.
     selection: dict[str, Any] = field(default_factory=dict)
     format: str = MANIFEST_FORMAT
+    # Causal LMs: the span index over the tokenised training rows (`attribution.lm`), by CID, and the
+    # sha256 of its bytes. Empty in classifier manifests and in LM manifests made before span attribution.
+    span_index_cid: str = ""
+    span_index_sha256: str = ""
 
     def to_bytes(self) -> bytes:
-        return canonical_json(asdict(self))
+        data = asdict(self)
+        for key in _OPTIONAL_EMPTY:
+            if not data[key]:
+                del data[key]  # an older manifest re-serialises to its own bytes (and CID)
+        return canonical_json(data)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "Manifest":

@@ -67,6 +67,11 @@ def _encode(tokenizer: object, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
 
 
+def encode_text(base: CausalBaseModel, text: str) -> list[int]:
+    """Token ids of `text` without BOS or EOS, as `tokenize` encodes a prompt or a completion."""
+    return _encode(base.tokenizer, text)
+
+
 def tokenize(base: CausalBaseModel, example: LmExample, max_length: int) -> Tokenized:
     """`[BOS] prompt completion [EOS]`, at most `max_length` tokens, labels on the completion + EOS.
     Too long: the completion keeps at least half the budget and the prompt loses its start."""
@@ -160,6 +165,21 @@ def load_lm_adapter(model: nn.Module, adapter_bytes: bytes) -> None:
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(state[name])
+
+
+def load_lm_module(adapter_bytes: bytes, adapter_config: dict) -> tuple[nn.Module, CausalBaseModel]:
+    """A stored adapter back as the module tree `fit_causal_lm` trained (trainable LoRA tensors on the
+    shared frozen base), so gradient attribution sees the same tensor layout and adapter fingerprint."""
+    try:
+        settings = LoraSettings.from_dict(adapter_config["lora"])
+        base_model = adapter_config["base_model"]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"adapter config is not a Factory causal-LM config (missing {exc})") from exc
+    base = load_causal_base_model(base_model)
+    model = build_lora_lm(base, settings)
+    load_lm_adapter(model, adapter_bytes)
+    model.eval()
+    return model, base
 
 
 def fit_causal_lm(examples: Sequence[LmExample], settings: LoraSettings, base_model: str,

@@ -318,8 +318,12 @@ class ServingService:
                                      served.record.price_per_call)
         finally:
             self.release(pending)
-        top = {**served.lineage_prior().top(TOP_K), "method": "lineage-prior"}
-        return self._sign_and_log(served, pending.call_id, pending.voucher, pending.prompt, pending.text(), top,
+        output = pending.text()
+        # Gradient influence + verbatim spans when the manifest carries the indexes; older LM models
+        # fall back to the lineage prior. Settlement re-scores the call through the same method.
+        attribution, method = served.attribute_completion(pending.prompt, output)
+        top = {**attribution.top(TOP_K), "method": method}
+        return self._sign_and_log(served, pending.call_id, pending.voucher, pending.prompt, output, top,
                                   pending.x402)
 
     def receipt(self, call_id: str) -> Receipt:

@@ -18,6 +18,11 @@ batch a query was scored in), so co-signers never demand bit-identical scores. T
   contribution; the differences measured here (batched vs single queries, 1 vs 2 threads) are
   below 1e-6, float32 kernel differences across CPUs are of the order 1e-6..1e-5. TF32 or
   half-precision scoring would exceed it: attributors score in float32 with TF32 off.
+
+Causal-LM models are scored by the method their receipts use (`ServedModel.attribute_completions`):
+gradient influence combined with span credit, or the lineage prior for LMs without an index. Their
+per-contribution score is the combined share in ppm, as an exact integer-valued double, so the
+quantisation above reproduces the receipt's shares (up to the floor of a renormalisation).
 """
 
 from __future__ import annotations
@@ -88,6 +93,10 @@ def contribution_scores(example_scores: np.ndarray, positions: np.ndarray, contr
 
 def score_calls(model: object, prompts: Sequence[str], outputs: Sequence[str]) -> list[dict[int, float]]:
     """Positive per-contribution scores of each (prompt, output) under a served model, batched."""
+    from provenant.serving.lora import CAUSAL_TASK  # torch: only where scoring runs
+
+    if getattr(model, "task", None) == CAUSAL_TASK:
+        return _score_lm_calls(model, prompts, outputs)
     from provenant.attribution.index import attribute_many
 
     index = model.index  # type: ignore[attr-defined]
@@ -97,4 +106,14 @@ def score_calls(model: object, prompts: Sequence[str], outputs: Sequence[str]) -
         block = attribute_many(model.classifier, index, list(prompts[start:start + SCORE_BATCH]),  # type: ignore[attr-defined]
                                list(outputs[start:start + SCORE_BATCH]))
         out.extend(contribution_scores(row, positions, contribution_ids) for row in block)
+    return out
+
+
+def _score_lm_calls(model: object, prompts: Sequence[str], outputs: Sequence[str]) -> list[dict[int, float]]:
+    out: list[dict[int, float]] = []
+    for start in range(0, len(prompts), SCORE_BATCH):
+        block = model.attribute_completions(list(prompts[start:start + SCORE_BATCH]),  # type: ignore[attr-defined]
+                                            list(outputs[start:start + SCORE_BATCH]))
+        out.extend({int(s.key): float(s.ppm) for s in sorted(attribution.contributions, key=lambda s: int(s.key))
+                    if s.ppm > 0} for attribution, _ in block)
     return out
