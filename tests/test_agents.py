@@ -201,7 +201,11 @@ def test_operator_rotation_is_owner_only_and_dated(world: AgentWorld) -> None:
     agent_id = world.agent.agent_id
     with pytest.raises(TransactionReverted, match="NotAgentOwner"):
         client.transact(world.wallet, registry.functions.setOperator(agent_id, world.wallet.address))
-    client.w3.provider.make_request("evm_increaseTime", [30])
+    # The rotation must be dated after every receipt of the run, whose clocks follow the wall clock
+    # whenever the chain's lags behind it (other tests on this anvil move chain time both ways).
+    signed_until = max(a.timestamp for a in world.run.actions)  # type: ignore[union-attr]
+    after = max(signed_until, client.latest_timestamp()) + 30
+    client.w3.provider.make_request("evm_setNextBlockTimestamp", [after])
     client.w3.provider.make_request("evm_mine", [])
     new_key = Account.create()
     client.transact(world.owner, registry.functions.setOperator(agent_id, new_key.address))
