@@ -3,6 +3,8 @@ registered agent, and one real agent run of >= 10 signed actions over real model
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +43,7 @@ def start_indexer(stack: ServingStack, workdir: Path) -> str:
     from provenant_indexer.db import open_index
     from provenant_indexer.indexer import Indexer
 
-    manifest = {"addresses": stack.contracts.manifest.addresses, "block_number": stack.contracts.manifest.block_number}
+    manifest = dataclasses.asdict(stack.contracts.manifest)  # every contract, the agents' included
     engine = open_index(f"sqlite:///{workdir / 'index.sqlite'}")
     indexer = Indexer(engine, IndexerConfig.from_manifest(stack.client.rpc_url, manifest))
     indexer.run_until_head()

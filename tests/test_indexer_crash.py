@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from sqlalchemy import select
@@ -43,8 +44,7 @@ def test_kill_9_at_random_points_then_restart_equals_a_fresh_index(world: World,
                                                                    tmp_path: Path) -> None:
     act(world, 80)
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"addresses": world.c.manifest.addresses,
-                                    "block_number": world.c.manifest.block_number}))
+    manifest.write_text(json.dumps(asdict(world.c.manifest)))  # the whole manifest: agent contracts too
     url = dbs.url()
     engine = open_index(url)  # migrate once up front, so the kills land in indexing, not in start-up
     rng = random.Random(13)

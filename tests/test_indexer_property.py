@@ -59,7 +59,7 @@ class Harness:
         self.snapshots: list[tuple[str, dict]] = []
         self.unseen_cut = 2**62  # the lowest block the chain was cut back to since the indexer last looked
         world.rng.seed(seed)
-        self.table = EventTable.from_artifacts(world.c.manifest.addresses)
+        self.table = EventTable.from_artifacts(self.config.addresses)
         self.engine = self._fresh_engine()
         self.indexer = Indexer(self.engine, self.config, rpc=rpc, table=self.table)
 

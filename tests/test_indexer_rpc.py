@@ -89,7 +89,7 @@ def test_adaptive_range_halves_and_grows_back() -> None:
 
 def test_fast_decoder_equals_eth_abi_on_every_project_event(world: World, rpc: JsonRpc) -> None:
     act(world, 80)
-    table = EventTable.from_artifacts(world.c.manifest.addresses)
+    table = EventTable.from_artifacts({**world.c.manifest.addresses, **world.c.manifest.extras()})
     logs = rpc.get_logs(world.c.manifest.block_number, rpc.block_number(), table.addresses)
     seen = set()
     for entry in logs:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -104,8 +105,8 @@ def world(deployed: Contracts, rpc: JsonRpc) -> World:
 
 
 def config_for(contracts: Contracts, rpc_url: str, **overrides: Any) -> IndexerConfig:
-    manifest = {"addresses": contracts.manifest.addresses, "block_number": contracts.manifest.block_number}
-    return IndexerConfig.from_manifest(rpc_url, manifest, **overrides)
+    """From the whole manifest, as the CLI and the backend read it: the agent contracts included."""
+    return IndexerConfig.from_manifest(rpc_url, asdict(contracts.manifest), **overrides)
 
 
 def fresh_dump(dbs: Databases, contracts: Contracts, rpc_url: str, **overrides: Any) -> dict[str, list[Any]]:

@@ -14,6 +14,7 @@ indexer. Where each figure comes from:
 
 - datanets, contributions (with their status history), reputation, models and lineage, charges,
   epochs, claims, and every per-model money figure: the contracts' events, as indexed;
+- agents (with operator history), royalty routings, x402 charges and sweeps: api_agents.py;
 - earnings per Datanet (`/accounts/{address}/earnings` -> `per_datanet`): the epochs' public
   results documents, read by the CID each `EpochSettled` event names through `results` (a
   content store's `get`), joined with the indexed contributions; see earnings.py. Without
@@ -29,12 +30,21 @@ from fastapi import APIRouter, FastAPI, HTTPException, Path, Query
 from sqlalchemy import Engine, select
 
 from provenant_indexer import queries as q
+from provenant_indexer.api_agents import add_agent_routes
 from provenant_indexer import schema as s
 from provenant_indexer.earnings import ResultsDocuments, ResultsLoader, per_datanet
 from provenant_indexer.indexer import IndexerStatus
 from provenant_indexer.rpc import JsonRpc, RpcError
 
-Limit = Query(50, ge=1, le=500, description="rows per page")
+def _limit() -> Any:
+    return Query(50, ge=1, le=500, description="rows per page")
+
+
+def _offset() -> Any:
+    return Query(0, ge=0, le=2**63 - 1, description="rows to skip")
+
+
+Limit = _limit()
 # Ids are uint256 on chain but never near 2^63 in practice; the bound keeps a hostile id from
 # overflowing SQLite's INTEGER (a 500) and answers 422 instead.
 MAX_ID = 2**63 - 1
@@ -148,6 +158,8 @@ def create_router(engine: Engine, *, status: IndexerStatus | None = None,
             body = q.account_earnings(conn, address)
             body["per_datanet"] = per_datanet(conn, address, documents)
         return body
+
+    add_agent_routes(router, engine, id_path=_id_path, id_query=_id_query, limit=_limit, offset=_offset)
 
     @router.get("/health")
     def health() -> dict[str, Any]:

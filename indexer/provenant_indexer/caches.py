@@ -108,6 +108,31 @@ def _reputation(conn: Connection, ancestor: int) -> None:
         conn.execute(s.reputation.insert(), list(counts.values()))
 
 
+def _agents(conn: Connection, ancestor: int) -> None:
+    """Owner, operator and URI from the latest transfer, OperatorSet and URI rows that are left."""
+    from provenant_indexer.handlers_agents import ZERO_ADDRESS
+
+    ids = _stale(conn, s.agents, "agent_id", ancestor)
+    if not ids:
+        return
+    owners = _latest(conn, s.agent_transfers, "agent_id", ids)
+    operators = _latest(conn, s.agent_operators, "agent_id", ids)
+    uris = _latest(conn, s.agent_uris, "agent_id", ids)
+    a = s.agents.c
+    for agent_id in ids:
+        created = conn.execute(select(a.block_number, a.registered_by).where(a.agent_id == agent_id)).one()
+        owner, operator, uri = owners.get(agent_id), operators.get(agent_id), uris[agent_id]  # Registered's URI row
+        # The mint's Transfer precedes Registered in its transaction and is not a cache change.
+        moved = owner is not None and owner.from_address != ZERO_ADDRESS
+        blocks = [created.block_number, uri.block_number]
+        blocks += [owner.block_number] if moved else []
+        blocks += [operator.block_number] if operator is not None else []
+        conn.execute(update(s.agents).where(a.agent_id == agent_id).values(
+            owner=owner.to_address if moved else created.registered_by,
+            operator=operator.new_operator if operator is not None else ZERO_ADDRESS,
+            agent_uri=uri.uri, registration_cid=uri.cid, updated_block=max(blocks)))
+
+
 def recompute_after_rollback(conn: Connection, ancestor: int) -> None:
     _contributions(conn, ancestor)
     _datanets(conn, ancestor)
@@ -115,3 +140,4 @@ def recompute_after_rollback(conn: Connection, ancestor: int) -> None:
     _keyed(conn, s.curators, s.curator_changes, "enabled", ancestor)
     _keyed(conn, s.allowlist, s.allowlist_changes, "allowed", ancestor)
     _reputation(conn, ancestor)
+    _agents(conn, ancestor)

@@ -7,6 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+# Contracts the deployment manifest names outside `addresses` (manifest field -> contract name; see
+# provenant.chain.deploy.DeploymentManifest): kept out so that older readers of `addresses` keep
+# working. An empty or absent field (a deployment made before the contract existed) is skipped.
+MANIFEST_EXTRAS: dict[str, str] = {
+    "agent_registry": "AgentRegistry",
+    "x402_vaults": "X402Vaults",
+    "royalty_router": "RoyaltyRouter",
+}
+
 
 @dataclass(frozen=True)
 class IndexerConfig:
@@ -32,5 +41,21 @@ class IndexerConfig:
     def from_manifest(cls, rpc_url: str, manifest: Path | Mapping[str, Any], **overrides: Any) -> "IndexerConfig":
         """From a deployment manifest (provenant.chain.deploy writes <home>/deployments/<chain id>.json)."""
         data = json.loads(Path(manifest).read_text()) if isinstance(manifest, (str, Path)) else dict(manifest)
-        return cls(rpc_url=rpc_url, addresses=dict(data["addresses"]), start_block=int(data["block_number"]),
+        return cls(rpc_url=rpc_url, addresses=manifest_addresses(data), start_block=int(data["block_number"]),
                    **overrides)
+
+    def contracts_key(self) -> str:
+        """The indexed addresses as the checkpoint records them (sorted, lowercase, comma-separated)."""
+        return ",".join(sorted(a.lower() for a in self.addresses.values()))
+
+
+def manifest_addresses(data: Mapping[str, Any]) -> dict[str, str]:
+    """Contract name -> address: `addresses` plus the contracts named outside it."""
+    named = dict(data["addresses"])
+    for field_name, contract in MANIFEST_EXTRAS.items():
+        address = data.get(field_name)
+        if address:
+            if contract in named and named[contract].lower() != str(address).lower():
+                raise ValueError(f"the manifest names {contract} twice, at {named[contract]} and {address}")
+            named[contract] = str(address)
+    return named

@@ -2,7 +2,7 @@
 
 A batch is folded in memory, in log order, into `Changes`: rows to append, and the latest value
 of every cache column touched (a contribution created and approved in the same batch is written
-once, already approved). Events with no handler (token transfers, role grants, split proposals)
+once, already approved). Events with no handler (token transfers, role grants, split proposals, agent-token approvals)
 are mirrored in the raw `events` table only.
 """
 
@@ -17,6 +17,7 @@ from sqlalchemy import Table
 from provenant_indexer import schema as s
 from provenant_indexer.abi import EventTable, UnknownEvent
 from provenant_indexer.bulk import json_text
+from provenant_indexer.handlers_agents import AGENT_HANDLERS
 
 STATUS_NAMES = {"ContributionSubmitted": "pending", "ContributionApproved": "approved",
                 "ContributionRejected": "rejected", "ContributionWithdrawn": "withdrawn"}
@@ -47,6 +48,8 @@ class Changes:
     datanet_updates: dict[int, dict[str, Any]] = field(default_factory=dict)
     contribution_updates: dict[int, dict[str, Any]] = field(default_factory=dict)
     model_updates: dict[int, dict[str, Any]] = field(default_factory=dict)
+    new_agents: dict[int, dict[str, Any]] = field(default_factory=dict)
+    agent_updates: dict[int, dict[str, Any]] = field(default_factory=dict)  # column subsets differ per agent
     curators: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
     allowlist: dict[tuple[int, str], dict[str, Any]] = field(default_factory=dict)
     reputation: dict[str, RepDelta] = field(default_factory=lambda: defaultdict(RepDelta))
@@ -217,6 +220,7 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("AttributionSettlement", "EpochSettled"): _epoch_settled,
     ("AttributionSettlement", "EpochSplit"): _epoch_split,
     ("AttributionSettlement", "Claimed"): _claimed,
+    **AGENT_HANDLERS,
 }
 
 

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from provenant_indexer import schema as s
@@ -28,6 +28,11 @@ from provenant_indexer.rpc import JsonRpc, RpcError
 from provenant_indexer.writer import lookup_contributors, write_batch
 
 log = logging.getLogger("provenant_indexer")
+
+
+# What every index made before the checkpoint recorded its contracts (revision 0002) indexed.
+LEGACY_CONTRACTS = frozenset({"ProvenantToken", "DatanetRegistry", "ModelRegistry", "UsageEscrow",
+                              "AttributionSettlement"})
 
 
 class WrongDatabase(RuntimeError):
@@ -83,7 +88,7 @@ class Indexer:
                 header = self.rpc.headers([before])[before] if before >= 0 else None
                 conn.execute(insert(s.checkpoint).values(
                     id=1, chain_id=chain_id, start_block=self.config.start_block, head_block=before,
-                    head_hash=header.hash if header else None))
+                    head_hash=header.hash if header else None, contracts=self.config.contracts_key()))
                 if header is not None:
                     conn.execute(insert(s.block_hashes).values(
                         block_number=before, block_hash=header.hash, parent_hash=header.parent_hash))
@@ -93,7 +98,23 @@ class Indexer:
                 raise WrongDatabase(
                     f"this database indexes chain {row.chain_id} from block {row.start_block}, not chain "
                     f"{chain_id} from block {self.config.start_block}: use another database")
+            self._check_contracts(conn, row.contracts)
             self.status.indexed_head = row.head_block
+
+    def _check_contracts(self, conn: Connection, stored: str | None) -> None:
+        """The database must have indexed exactly these contracts from the start: one indexed for
+        fewer (say, made before the agent contracts were indexed) lacks their past events."""
+        wanted = self.config.contracts_key()
+        if stored is None:  # made before revision 0002, which always indexed the five core contracts
+            extra = sorted(set(self.config.addresses) - LEGACY_CONTRACTS)
+            if extra:
+                raise WrongDatabase(
+                    f"this database was made before {', '.join(extra)} were indexed and lacks their past events: "
+                    f"re-index into a fresh database")
+            conn.execute(update(s.checkpoint).where(s.checkpoint.c.id == 1).values(contracts=wanted))
+        elif stored != wanted:
+            raise WrongDatabase(f"this database indexes the contracts {stored}, not {wanted}: use another database "
+                                f"(a fresh index of these contracts)")
 
     def close(self) -> None:
         """Wait for a prefetch in flight and release the RPC connection."""

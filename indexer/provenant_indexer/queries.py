@@ -72,8 +72,16 @@ def model_fees(conn: Connection, model_id: int) -> dict[str, str]:
     deposited = sum(int(a) for k, a in deposits if k == "deposit")
     withdrawn = sum(int(a) for k, a in deposits if k == "withdrawal")
     fees_in = charged + paid_directly
+    # x402 charges, sweeps and royalty routings each credit the fees through UsageEscrow.payFees,
+    # so each is already one FeesPaid row in paid_directly (same model and seq): they break
+    # paid_directly down by where it came from and are never added to fees_in again.
+    x402 = _sum(conn, s.x402_charges.c.amount, s.x402_charges.c.model_id == model_id)
+    swept = _sum(conn, s.vault_sweeps.c.amount, s.vault_sweeps.c.model_id == model_id)
+    royalties = _sum(conn, s.royalty_routings.c.amount, s.royalty_routings.c.model_id == model_id)
     figures = {
-        "fees_in": fees_in, "charged": charged, "paid_directly": paid_directly, "released": released,
+        "fees_in": fees_in, "charged": charged, "paid_directly": paid_directly,
+        "paid_via_x402": x402, "paid_via_sweeps": swept, "paid_via_royalties": royalties,
+        "paid_directly_other": paid_directly - x402 - swept - royalties, "released": released,
         "paid_out": protocol + owner + claimed, "protocol_paid": protocol, "owner_paid": owner,
         "claimed": claimed, "claimable": allocated - claimed, "still_escrowed": fees_in - released,
         "carried_dust": int(last["carried_dust"]) if last else 0,
@@ -135,4 +143,39 @@ def account_earnings(conn: Connection, address: str) -> dict[str, Any]:
         "contributions_in_lineages": {int(m): int(n) for m, n in lineage},
         "owned_models": owned,
         "reputation": dict(rep) if rep else None,
+    }
+
+
+def agent_detail(conn: Connection, agent_id: int) -> dict[str, Any] | None:
+    """One agent: its row, operator/URI/owner histories, latest metadata per key, royalty totals."""
+    row = conn.execute(select(s.agents).where(s.agents.c.agent_id == agent_id)).mappings().one_or_none()
+    if row is None:
+        return None
+
+    def history(table: Table, *columns: str) -> list[dict[str, Any]]:
+        cols = [table.c.block_number, table.c.log_index, *(table.c[c] for c in columns), table.c.tx_hash]
+        query = select(*cols).where(table.c.agent_id == agent_id).order_by(table.c.block_number, table.c.log_index)
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+    metadata: dict[str, str] = {}
+    for entry in history(s.agent_metadata, "key", "value"):
+        metadata[entry["key"]] = entry["value"]  # in log order: the last write wins
+    r = s.royalty_routings.c
+    per_model: dict[int, dict[str, int]] = {}
+    for model_id, amount in conn.execute(select(r.model_id, r.amount).where(r.agent_id == agent_id)):
+        slot = per_model.setdefault(model_id, {"amount": 0, "routings": 0})
+        slot["amount"] += int(amount)
+        slot["routings"] += 1
+    return {
+        **jsonable(row),
+        "operator_history": history(s.agent_operators, "previous_operator", "new_operator"),
+        "uri_history": history(s.agent_uris, "uri", "cid", "updated_by"),
+        "owner_history": history(s.agent_transfers, "from_address", "to_address"),
+        "metadata": metadata,
+        "royalties": {
+            "total": str(sum(v["amount"] for v in per_model.values())),
+            "routings": sum(v["routings"] for v in per_model.values()),
+            "per_model": [{"model_id": m, "amount": str(v["amount"]), "routings": v["routings"]}
+                          for m, v in sorted(per_model.items())],
+        },
     }

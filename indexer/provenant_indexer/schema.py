@@ -18,6 +18,10 @@ from provenant_indexer.columns import Uint256, _fact, _located, metadata  # noqa
 from provenant_indexer.schema_money import (  # noqa: F401 - part of this module's tables
     charges, claims, epoch_splits, epochs, escrow_movements, fee_payments, fee_releases,
 )
+from provenant_indexer.schema_agents import (  # noqa: F401 - part of this module's tables
+    AGENT_CHAIN_TABLES, agent_metadata, agent_operators, agent_transfers, agent_uris, agents, royalty_routings,
+    vault_sweeps, x402_charges, x402_vaults,
+)
 
 # -- bookkeeping ---------------------------------------------------------------------------
 checkpoint = Table(
@@ -28,6 +32,10 @@ checkpoint = Table(
     Column("start_block", BigInteger, nullable=False),
     Column("head_block", BigInteger, nullable=False),  # every block <= head is fully indexed
     Column("head_hash", String(66)),
+    # The indexed contracts' addresses (sorted, lowercase, comma-separated): a database indexed for
+    # other contracts (say, before the agent contracts were indexed) misses their past events, so
+    # the indexer refuses it. Null in databases made before revision 0002.
+    Column("contracts", Text),
 )
 
 block_hashes = Table(
@@ -236,6 +244,7 @@ CHAIN_TABLES: tuple[Table, ...] = (
     events, datanets, datanet_versions, curator_changes, allowlist_changes, contributions,
     contribution_status, models, model_terms, model_datanets, model_contributions,
     escrow_movements, charges, fee_payments, fee_releases, epochs, epoch_splits, claims,
+    *AGENT_CHAIN_TABLES,
 )
 CACHE_TABLES: tuple[Table, ...] = (curators, allowlist, reputation)
 # History, not state: differs between an index that lived through reorgs and a fresh one.

@@ -65,6 +65,16 @@ def _update_by_id(conn: Connection, table: Table, id_column: str, updates: dict[
     conn.execute(stmt, [{"b_id": k, **{f"b_{c}": v[c] for c in columns}} for k, v in updates.items()])
 
 
+def _update_varying(conn: Connection, table: Table, id_column: str, updates: dict[int, dict[str, Any]]) -> None:
+    """Like _update_by_id for updates whose column sets differ (an agent's owner, operator or URI
+    changes alone): one executemany per column set."""
+    groups: dict[tuple[str, ...], dict[int, dict[str, Any]]] = {}
+    for key, values in updates.items():
+        groups.setdefault(tuple(sorted(values)), {})[key] = values
+    for group in groups.values():
+        _update_by_id(conn, table, id_column, group)
+
+
 def replace_keyed(conn: Connection, table: Table, rows: dict[tuple[int, str], dict[str, Any]]) -> None:
     """Write latest-wins cache rows keyed by (datanet_id, account): delete, then insert."""
     if not rows:
@@ -106,10 +116,12 @@ def write_batch(conn: Connection, changes: Changes, batch: Batch, keep: int) -> 
     _insert(conn, s.datanets, list(changes.new_datanets.values()))
     _insert(conn, s.contributions, list(changes.new_contributions.values()))
     _insert(conn, s.models, list(changes.new_models.values()))
+    _insert(conn, s.agents, list(changes.new_agents.values()))
     fault_point("mid_batch")
     _update_by_id(conn, s.datanets, "datanet_id", changes.datanet_updates)
     _update_by_id(conn, s.contributions, "contribution_id", changes.contribution_updates)
     _update_by_id(conn, s.models, "model_id", changes.model_updates)
+    _update_varying(conn, s.agents, "agent_id", changes.agent_updates)
     replace_keyed(conn, s.curators, changes.curators)
     replace_keyed(conn, s.allowlist, changes.allowlist)
     _reputation(conn, changes)

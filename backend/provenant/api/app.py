@@ -75,8 +75,23 @@ class _Index:
         from provenant_indexer.db import open_index
         from provenant_indexer.indexer import Indexer
 
-        self.engine = open_index(settings.index_db or str(settings.home / "index.sqlite"))
-        self.indexer = Indexer(self.engine, IndexerConfig.from_manifest(settings.rpc_url, manifest_path))
+        from provenant_indexer.indexer import WrongDatabase
+
+        config = IndexerConfig.from_manifest(settings.rpc_url, manifest_path)
+        own_file = settings.home / "index.sqlite"
+        self.engine = open_index(settings.index_db or str(own_file))
+        try:
+            self.indexer = Indexer(self.engine, config)
+        except WrongDatabase as exc:
+            if settings.index_db is not None:  # a database the operator named: theirs to replace
+                raise
+            # Our own SQLite file is a cache of the chain, made for another set of contracts (an
+            # older release): rebuild it from the chain rather than serve half an index.
+            log.warning("rebuilding %s: %s", own_file, exc)
+            self.engine.dispose()
+            own_file.unlink()
+            self.engine = open_index(str(own_file))
+            self.indexer = Indexer(self.engine, config)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
