@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 from provenant.agents.bundle import ActionBundle
 from provenant.agents.publish import agent_dir, next_seq
@@ -53,7 +56,10 @@ class McpWorld:
     def env(self) -> dict[str, str]:
         # keys reach the server through its environment only, never through a tool argument
         return {**os.environ, "PROVENANT_KEY": self.wallet.key.hex(), "PROVENANT_OPERATOR_KEY": self.operator.key.hex(),
-                "PROVENANT_STORE": str(self.workdir / "store")}
+                "PROVENANT_STORE": str(self.workdir / "store"), "PROVENANT_MCP_TOKEN": MCP_TOKEN}
+
+
+MCP_TOKEN = "test-bearer-" + "7" * 24  # the HTTP transport's shared secret (its tools spend the wallet)
 
 
 @pytest.fixture(scope="module")
@@ -184,9 +190,16 @@ def test_mcp_over_streamable_http(world: McpWorld, tmp_path: Path) -> None:
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_port(port, proc)
+        url = f"http://127.0.0.1:{port}/mcp"
+        hello = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+        for headers in ({}, {"Authorization": "Bearer wrong-token-of-some-length"}):  # no token, a wrong one
+            refused = httpx.post(url, json=hello, headers={**headers, "Accept": "application/json, text/event-stream"},
+                                 timeout=30)
+            assert refused.status_code == 401 and "bearer" in refused.headers.get("www-authenticate", "").lower()
 
         async def run() -> dict[str, Any]:
-            async with Client(f"http://127.0.0.1:{port}/mcp", read_timeout_seconds=120) as client:
+            http = create_mcp_http_client(headers={"Authorization": f"Bearer {MCP_TOKEN}"})
+            async with http, Client(streamable_http_client(url, http_client=http), read_timeout_seconds=120) as client:
                 return await _exercise(client, world)
 
         result = asyncio.run(run())
@@ -198,3 +211,4 @@ def test_mcp_over_streamable_http(world: McpWorld, tmp_path: Path) -> None:
     assert result["final"]["seq"] == first + 2
     text = (tmp_path / "mcp.log").read_text(errors="replace")
     assert world.wallet.key.hex()[2:] not in text and world.operator.key.hex()[2:] not in text
+    assert MCP_TOKEN not in text

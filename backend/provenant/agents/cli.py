@@ -167,6 +167,9 @@ def mcp_cmd(serving_url: Annotated[str, typer.Option(help="the serving API (Open
             "PROVENANT_OPERATOR_KEY",
             no_wallet: Annotated[bool, typer.Option("--no-wallet", help="serve without a paying wallet "
                                                                         "(verification and receipts only)")] = False,
+            token_env: Annotated[str, typer.Option(help="http: env var holding the bearer token every "
+                                                        "request must send (>= 16 characters)")] =
+            "PROVENANT_MCP_TOKEN",
             rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME, key_env: KeyEnvOpt = "PROVENANT_KEY",
             keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
     """Serve Provenant's models, receipts, verification and agent receipts as MCP tools. The paying wallet
@@ -177,6 +180,10 @@ def mcp_cmd(serving_url: Annotated[str, typer.Option(help="the serving API (Open
 
     if transport not in ("stdio", "http"):
         raise typer.BadParameter(f"--transport {transport!r} is not stdio or http")
+    token = os.environ.get(token_env, "") if transport == "http" else None
+    if transport == "http" and len(token or "") < 16:
+        raise typer.BadParameter(f"--transport http needs a bearer token of >= 16 characters in ${token_env}: "
+                                 "the server's tools spend its wallet", param_hint="--token-env")
     client, contracts, store = _context(rpc_url, home)
     wallet = None if no_wallet else _key(client, key_env, keystore, dev_account)
     operator = keys.account_from_env(operator_key_env) if agent_id is not None else None
@@ -184,7 +191,7 @@ def mcp_cmd(serving_url: Annotated[str, typer.Option(help="the serving API (Open
                                       serving_url=serving_url, wallet=wallet, operator=operator, agent_id=agent_id))
     if transport == "http":  # stdout belongs to the protocol under stdio: say nothing there
         console.print(f"MCP server (streamable HTTP) at http://{host}:{port}/mcp", markup=False, highlight=False)
-    serve(tools, transport, host, port)
+    serve(tools, transport, host, port, bearer_token=token)
 
 
 def print_action_verification(client: Any, contracts: Any, store: Any, file: Path, out: Console) -> bool:

@@ -23,6 +23,7 @@ tool error naming the problem; nothing is paid or signed for it.
 
 from __future__ import annotations
 
+import hmac
 import re
 import threading
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from typing import Any
 
 import httpx
 from eth_account.signers.local import LocalAccount
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
@@ -288,10 +291,31 @@ def _detail(response: httpx.Response) -> str:
     return str(detail)[:300]
 
 
-def build_server(tools: ProvenantTools) -> MCPServer:
-    """An MCPServer whose tools are `tools`' methods (their docstrings below are what agents read)."""
+class StaticBearer:
+    """The MCP SDK's TokenVerifier for one shared secret: over HTTP, `call_model` spends this server's
+    wallet and `record_action` signs as its agent, so every request must carry `Authorization: Bearer
+    <token>` (compared in constant time; the SDK answers 401 with WWW-Authenticate otherwise)."""
+
+    def __init__(self, token: str) -> None:
+        if len(token) < 16:
+            raise ValueError("the MCP bearer token must be at least 16 characters")
+        self._token = token.encode()
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        if not hmac.compare_digest(token.encode(), self._token):
+            return None
+        return AccessToken(token="<redacted>", client_id="provenant-mcp", scopes=[])
+
+
+def build_server(tools: ProvenantTools, bearer_token: str | None = None,
+                 public_url: str = "http://127.0.0.1:8765/mcp") -> MCPServer:
+    """An MCPServer whose tools are `tools`' methods (their docstrings below are what agents read).
+    With `bearer_token`, every HTTP request must present it (stdio needs none: its caller owns the process)."""
+    auth = {} if bearer_token is None else {
+        "auth": AuthSettings(issuer_url=public_url.rsplit("/", 1)[0], resource_server_url=public_url),
+        "token_verifier": StaticBearer(bearer_token)}
     server: MCPServer = MCPServer(
-        name="provenant", version="0.1.0",
+        name="provenant", version="0.1.0", **auth,
         instructions="Provenant models answer with signed receipts of the data behind each answer. Call a "
                      "model, keep its receipt, verify receipts and action bundles; an agent configured on this "
                      "server gets a signed action receipt for every model call and for actions it records.")
@@ -347,11 +371,14 @@ def build_server(tools: ProvenantTools) -> MCPServer:
     return server
 
 
-def serve(tools: ProvenantTools, transport: str, host: str = "127.0.0.1", port: int = 8765) -> None:
-    server = build_server(tools)
+def serve(tools: ProvenantTools, transport: str, host: str = "127.0.0.1", port: int = 8765,
+          bearer_token: str | None = None) -> None:
     if transport == "stdio":
-        server.run("stdio")
+        build_server(tools).run("stdio")
     elif transport == "http":
+        if not bearer_token:
+            raise ValueError("the HTTP transport needs a bearer token: its tools spend this server's wallet")
+        server = build_server(tools, bearer_token, public_url=f"http://{host}:{port}/mcp")
         server.run("streamable-http", host=host, port=port, streamable_http_path="/mcp")
     else:
         raise ValueError(f"transport {transport!r} is not stdio or http")
