@@ -56,6 +56,10 @@ def test_a_job_trains_and_its_result_registers_from_the_wallet(api: TestClient, 
     job = _wait(api, r.json()["job_id"], ("succeeded", "failed"))
     assert job["state"] == "succeeded", job["error"]
     assert job["contribution_ids"] == [1] and job["progress"]["stage"] in ("epoch", "eval")
+    history = job["progress_history"]  # every step's loss, whatever the UI's polling rate
+    last = history[-1]
+    assert len(history) == last["epochs"] * last["steps"] and all(h["loss"] > 0 for h in history)
+    assert [(h["epoch"], h["step"]) for h in history] == sorted((h["epoch"], h["step"]) for h in history)
     spec = job["result"]["registration"]
     assert spec["server"] == owner.address and spec["contributionIds"] == [1]
     # What the wallet sends: the registration fields as they are.

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # torch, transformers and peft load on the first job, not at 
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 PROGRESS_EVERY_S = 0.5  # job.json is rewritten at most this often while training
+LOSS_HISTORY_MAX = 512  # loss points kept per job (~25 KB of job.json)
 
 
 @dataclass
@@ -47,6 +48,9 @@ class Job:
     filters: dict[str, Any] = field(default_factory=dict)  # SelectionFilters.to_dict(); empty: none
     selection_cid: str | None = None  # the frozen selection document (rows that train / are held out)
     progress: dict[str, Any] = field(default_factory=dict)
+    # Every training step's (epoch, step, loss), thinned to at most LOSS_HISTORY_MAX points by
+    # dropping every other one when full: the UI's loss chart, whatever its polling rate.
+    progress_history: list[dict[str, Any]] = field(default_factory=list)
     result: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     cancel_requested: bool = False
@@ -195,13 +199,18 @@ class JobRunner:
         job.state = "running"
         self.store.save(job)
         last_write = 0.0
+        history = list(job.progress_history)
 
         def progress(p: dict[str, Any]) -> None:
             nonlocal last_write
+            if p.get("stage") == "train":
+                history.append({k: p[k] for k in ("epoch", "epochs", "step", "steps", "loss") if k in p})
+                if len(history) > LOSS_HISTORY_MAX:
+                    del history[1::2]
             if time.monotonic() - last_write >= PROGRESS_EVERY_S or p.get("stage") != "train":
                 last_write = time.monotonic()
                 current = self.store.get(job_id)
-                current.progress = p
+                current.progress, current.progress_history = p, list(history)
                 self.store.save(current)
 
         try:
@@ -236,5 +245,6 @@ class JobRunner:
         except Exception as exc:  # the job fails with its reason; the runner goes on
             job = self.store.get(job_id)
             job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
+        job.progress_history = history
         self.store.save(job)
         return job

@@ -1,36 +1,29 @@
 import { useEffect, useRef, useState } from "preact/hooks";
-import { decodeEventLog, formatUnits, parseUnits } from "viem";
-import { datanetMetadata, datanetName, getConfig, hasRoute, index, request } from "../api";
+import { decodeEventLog, formatUnits } from "viem";
+import { getConfig, hasRoute, index, request } from "../api";
 import { useAsync, useStore } from "../store";
 import { ErrorBox, Hash, Loading, NeedsWallet, Status, Table } from "../ui";
 import { ABI, ensureSignedIn, sendTx, wallet } from "../wallet";
+import { FiltersSummary } from "./factory-filters";
+import { LaunchForm, loadChoices } from "./factory-launch";
+import { type DatanetMetrics, PerDatanetTable, ProgressFacts, globalStep, lossHistory } from "./factory-job";
 
 export type Progress = {
   stage?: string; epoch?: number; epochs?: number; step?: number; steps?: number; loss?: number | null;
-  examples_per_second?: number | null; eta_seconds?: number | null;
+  examples_per_second?: number | null; eta_seconds?: number | null; train_loss?: number;
+  task?: string; per_datanet?: Record<string, DatanetMetrics>;
 };
 
 export type Job = {
   job_id: string; owner: string; name: string; datanet_ids: number[]; settings: Record<string, any>; base_model: string;
   server: string; price_per_call: number | string; state: "queued" | "running" | "succeeded" | "failed" | "cancelled";
   contribution_ids: number[] | null; progress: Progress; error: string | null; cancel_requested: boolean;
-  created: number; updated: number;
-  result: { manifest_cid?: string; adapter_cid?: string; lineage_root?: string; metrics?: Record<string, any>; registration?: Record<string, any> };
+  created: number; updated: number; filters?: Record<string, any>; progress_history?: Progress[];
+  result: {
+    manifest_cid?: string; adapter_cid?: string; lineage_root?: string; metrics?: Record<string, any>; registration?: Record<string, any>;
+    task?: string; per_datanet?: Record<string, DatanetMetrics>;
+  };
 };
-
-const BASE_MODELS: [string, string][] = [
-  ["minilm", "all-MiniLM-L6-v2 (sentence encoder, classification)"],
-  ["tiny-encoder", "tiny-encoder (config-built, for tests)"],
-  ["tiny-llama", "tiny-llama (causal, text and prompt/completion)"],
-];
-
-const DEFAULT_LORA = { rank: 8, alpha: 16, dropout: 0, target_modules: "query, value", learning_rate: 0.001, epochs: 3, batch_size: 16, max_length: 64, seed: 0 };
-
-function eta(s: number | null | undefined): string {
-  if (s === null || s === undefined || !isFinite(s)) return "—";
-  const t = Math.max(0, Math.round(s));
-  return t >= 60 ? `${Math.floor(t / 60)} min ${t % 60} s` : `${t} s`;
-}
 
 /** The loss curve as a small SVG line chart (x: step, y: loss). */
 export function LossChart({ points, unit = "step" }: { points: [number, number][]; unit?: string }) {
@@ -76,6 +69,8 @@ function JobView({ jobId }: { jobId: string }) {
   const [job, setJob] = useState<Job | null>(null);
   const [error, setError] = useState<string | null>(null);
   const losses = useRef(new Map<number, number>());
+  const stepsPerEpoch = useRef<number | undefined>(undefined);
+  const [names, setNames] = useState<Record<number, string>>({});
   const [registered, setRegistered] = useState<number | null>(null);
   const [busy, setBusy] = useState<string | null>(null);
   const [failure, setFailure] = useState<string | null>(null);
@@ -91,9 +86,11 @@ function JobView({ jobId }: { jobId: string }) {
         const j = await request<Job>(`/v1/jobs/${encodeURIComponent(jobId)}`);
         if (!live) return;
         const p = j.progress ?? {};
-        if (p.stage === "train" && typeof p.loss === "number" && typeof p.step === "number") {
+        const at = globalStep(p);
+        if (p.stage === "train" && typeof p.loss === "number" && at !== null) {
           // step counts within an epoch: the curve's x is the step over the whole training
-          losses.current.set(((p.epoch ?? 1) - 1) * (p.steps ?? 0) + p.step, p.loss);
+          if (typeof p.steps === "number") stepsPerEpoch.current = p.steps;
+          losses.current.set(at, p.loss);
         }
         setJob(j);
         setError(null);
@@ -124,21 +121,24 @@ function JobView({ jobId }: { jobId: string }) {
     );
   }, [job?.state]);
 
+  // The Datanets' names for the metrics table (best effort: ids alone are shown until then).
+  useEffect(() => {
+    if (job?.state !== "succeeded") return;
+    loadChoices().then(
+      (cs) => setNames(Object.fromEntries(cs.map((c) => [c.id, c.name]))),
+      () => undefined,
+    );
+  }, [job?.state]);
+
   if (error && !job) return <ErrorBox error={error} />;
   if (!job) return <Loading what="the job" />;
   const p = job.progress ?? {};
-  let points = [...losses.current.entries()].sort((a, b) => a[0] - b[0]);
-  const epochLosses = job.result?.metrics?.train_loss;
-  let unit = "step";
-  if (points.length < 2 && Array.isArray(epochLosses) && epochLosses.length) {
-    // A short job can finish between two polls: draw its per-epoch losses instead (x = epoch).
-    points = epochLosses.map((l: number, i: number) => [i + 1, l] as [number, number]);
-    unit = "epoch";
-  }
+  // A short job can finish between two polls: then the per-epoch means are drawn.
+  const { points, unit } = lossHistory(losses.current, job.progress_history, job.result?.metrics?.train_loss, stepsPerEpoch.current);
   const active = job.state === "queued" || job.state === "running";
   const mine = !!w.account && w.account.toLowerCase() === job.owner.toLowerCase();
-  const total = (p.steps ?? 0) * (p.epochs ?? 0);
-  const frac = job.state === "succeeded" ? 1 : total ? Math.min(1, (((p.epoch ?? 1) - 1) * (p.steps ?? 0) + (p.step ?? 0)) / total) : 0;
+  const task = job.result?.task ?? p.task;
+  const perDatanet = job.result?.per_datanet ?? job.result?.metrics?.per_datanet;
 
   const cancel = async () => {
     setBusy("cancel");
@@ -182,22 +182,13 @@ function JobView({ jobId }: { jobId: string }) {
       <h2 id="job-title">
         Job {job.name} <Status s={job.state} />
       </h2>
-      <p class="muted">
-        <code>{job.job_id}</code> · base {job.base_model} · Datanets {job.datanet_ids.map((d) => `#${d}`).join(", ")}
+      <p class="muted" data-testid="job-facts">
+        <code>{job.job_id}</code> · base {job.base_model}{task ? ` · task ${task}` : ""} · Datanets {job.datanet_ids.map((d) => `#${d}`).join(", ")}
         {job.contribution_ids ? ` · ${job.contribution_ids.length} approved contributions` : ""} · price {formatUnits(BigInt(job.price_per_call ?? 0), 18)} PVN per call
       </p>
+      {job.filters && Object.keys(job.filters).length > 0 && <FiltersSummary f={job.filters} />}
       {(active || p.step !== undefined) && (
-        <div class="progress" data-testid="job-progress">
-          <progress max={1} value={frac} aria-label="training progress" />
-          <dl class="facts">
-            <div><dt>stage</dt><dd data-testid="job-stage">{p.stage ?? (job.state === "queued" ? "queued" : "—")}</dd></div>
-            <div><dt>epoch</dt><dd data-testid="job-epoch">{p.epoch ?? "—"} / {p.epochs ?? job.settings?.epochs ?? "—"}</dd></div>
-            <div><dt>step</dt><dd data-testid="job-step">{p.step ?? "—"} / {p.steps ?? "—"}</dd></div>
-            <div><dt>loss</dt><dd>{typeof p.loss === "number" ? p.loss.toFixed(4) : "—"}</dd></div>
-            <div><dt>examples/s</dt><dd data-testid="job-speed">{typeof p.examples_per_second === "number" ? p.examples_per_second.toFixed(1) : "—"}</dd></div>
-            <div><dt>ETA</dt><dd data-testid="job-eta">{active ? eta(p.eta_seconds) : "—"}</dd></div>
-          </dl>
-        </div>
+        <ProgressFacts p={p} active={active} epochsSetting={job.settings?.epochs} succeeded={job.state === "succeeded"} />
       )}
       <LossChart points={points} unit={unit} />
       {active && mine && (
@@ -222,6 +213,8 @@ function JobView({ jobId }: { jobId: string }) {
             <div><dt>adapter</dt><dd><Hash h={job.result.adapter_cid} /></dd></div>
             <div><dt>manifest</dt><dd><Hash h={job.result.manifest_cid} /></dd></div>
           </dl>
+          <h3>Held-out metrics per Datanet</h3>
+          <PerDatanetTable perDatanet={perDatanet ?? {}} task={task} names={names} />
           {registered !== null ? (
             <p class="ok" aria-live="polite" data-testid="model-registered">
               Registered on chain as <a href={`#/models/${registered}`}>model #{registered}</a>.
@@ -241,154 +234,6 @@ function JobView({ jobId }: { jobId: string }) {
       )}
       <ErrorBox error={failure} />
     </section>
-  );
-}
-
-type Choice = { id: number; name: string; approved: number; task: string };
-
-async function loadChoices(): Promise<Choice[]> {
-  const page = await index.datanets();
-  return Promise.all(
-    page.items.map(async (d) => {
-      const [meta, approved] = await Promise.all([
-        datanetMetadata(d),
-        index.contributions(`datanet_id=${d.datanet_id}&status=approved`).then((p) => p.total, () => 0),
-      ]);
-      return { id: d.datanet_id, name: datanetName(d, meta), approved, task: meta?.task ?? "" };
-    }),
-  );
-}
-
-function LaunchForm() {
-  const w = useStore(wallet);
-  const [choices, loadError] = useAsync(loadChoices, []);
-  const [name, setName] = useState("");
-  const [picked, setPicked] = useState<Set<number>>(new Set());
-  const [base, setBase] = useState("minilm");
-  const [lora, setLora] = useState<Record<string, any>>(DEFAULT_LORA);
-  const [price, setPrice] = useState("0.001");
-  const [server, setServer] = useState("");
-  const [failure, setFailure] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
-
-  const num = (k: string, label: string, attrs: Record<string, any> = {}) => (
-    <label key={k}>
-      <span>{label}</span>
-      <input type="number" data-testid={`lora-${k}`} value={lora[k]} onInput={(e) => setLora({ ...lora, [k]: (e.target as HTMLInputElement).value })} {...attrs} />
-    </label>
-  );
-
-  const launch = async () => {
-    setFailure(null);
-    setBusy(true);
-    try {
-      if (!/^[\w.\-/]{1,100}$/.test(name.trim())) throw new Error("the model name: 1 to 100 letters, digits, _ . - or /");
-      if (!picked.size) throw new Error("choose at least one Datanet");
-      const body = {
-        name: name.trim(),
-        datanet_ids: [...picked].sort((a, b) => a - b),
-        base_model: base,
-        lora: {
-          rank: Number(lora.rank), alpha: Number(lora.alpha), dropout: Number(lora.dropout), learning_rate: Number(lora.learning_rate),
-          epochs: Number(lora.epochs), batch_size: Number(lora.batch_size), max_length: Number(lora.max_length), seed: Number(lora.seed),
-          target_modules: String(lora.target_modules).split(",").map((s) => s.trim()).filter(Boolean),
-        },
-        price_per_call: parseUnits(price || "0", 18).toString(),
-        ...(server.trim() ? { server: server.trim() } : {}),
-      };
-      await ensureSignedIn();
-      const job = await request<Job>("/v1/jobs", { method: "POST", auth: true, body: JSON.stringify(body).replace(/"price_per_call":"(\d+)"/, '"price_per_call":$1') });
-      location.hash = `#/factory/${job.job_id}`;
-    } catch (e: any) {
-      setFailure(e?.message ?? String(e));
-    } finally {
-      setBusy(false);
-    }
-  };
-
-  return (
-    <form
-      class="card"
-      aria-labelledby="launch-title"
-      onSubmit={(e) => {
-        e.preventDefault();
-        launch();
-      }}
-    >
-      <h2 id="launch-title">Launch a training</h2>
-      <ErrorBox error={loadError} />
-      <label>
-        <span>Model name</span>
-        <input data-testid="job-name" value={name} placeholder="support-router" onInput={(e) => setName((e.target as HTMLInputElement).value)} required />
-      </label>
-      <fieldset>
-        <legend>Datanets (approved contributions only)</legend>
-        {!choices && !loadError && <Loading what="Datanets" />}
-        {choices && !choices.length && <p class="muted">No Datanets yet.</p>}
-        {choices?.map((c) => (
-          <label class="inline check" key={c.id}>
-            <input
-              type="checkbox"
-              data-testid={`job-datanet-${c.id}`}
-              checked={picked.has(c.id)}
-              onChange={() =>
-                setPicked((p) => {
-                  const n = new Set(p);
-                  n.has(c.id) ? n.delete(c.id) : n.add(c.id);
-                  return n;
-                })
-              }
-            />
-            <span>
-              #{c.id} {c.name} <span class="muted">· {c.task || "task unknown"} · {c.approved} approved</span>
-            </span>
-          </label>
-        ))}
-      </fieldset>
-      <label>
-        <span>Base model</span>
-        <select data-testid="base-model" value={base} onChange={(e) => setBase((e.target as HTMLSelectElement).value)}>
-          {BASE_MODELS.map(([v, l]) => (
-            <option key={v} value={v}>
-              {l}
-            </option>
-          ))}
-        </select>
-      </label>
-      <fieldset>
-        <legend>LoRA settings</legend>
-        <div class="fields">
-          {num("rank", "rank", { min: 1, max: 256 })}
-          {num("alpha", "alpha", { min: 1, max: 1024 })}
-          {num("dropout", "dropout", { min: 0, max: 0.99, step: 0.01 })}
-          {num("learning_rate", "learning rate", { min: 0, max: 1, step: "any" })}
-          {num("epochs", "epochs", { min: 1, max: 100 })}
-          {num("batch_size", "batch size", { min: 1, max: 1024 })}
-          {num("max_length", "max length (tokens)", { min: 2, max: 4096 })}
-          {num("seed", "seed", { min: 0 })}
-          <label>
-            <span>target modules</span>
-            <input data-testid="lora-target_modules" value={lora.target_modules} onInput={(e) => setLora({ ...lora, target_modules: (e.target as HTMLInputElement).value })} />
-          </label>
-        </div>
-      </fieldset>
-      <div class="fields">
-        <label>
-          <span>Price per call (PVN)</span>
-          <input data-testid="job-price" inputMode="decimal" value={price} onInput={(e) => setPrice((e.target as HTMLInputElement).value)} />
-        </label>
-        <label>
-          <span>Serving key (address; default your account)</span>
-          <input data-testid="job-server" value={server} placeholder={w.account ?? "0x…"} onInput={(e) => setServer((e.target as HTMLInputElement).value)} />
-        </label>
-      </div>
-      <NeedsWallet action="launch a training (Sign-In with Ethereum)">
-        <button class="primary" type="submit" data-testid="launch-job" disabled={busy}>
-          {busy ? "Launching…" : "Launch training"}
-        </button>
-      </NeedsWallet>
-      <ErrorBox error={failure} />
-    </form>
   );
 }
 
