@@ -35,11 +35,18 @@ export function storeSession(s: SessionInfo | null) {
   else sessionStorage.removeItem(TOKEN_KEY);
 }
 
+/** One pydantic validation error as "field.path: message" ("body" dropped), so a form can say which field. */
+function validationMessage(x: any): string {
+  if (!x || typeof x.msg !== "string") return JSON.stringify(x);
+  const where = Array.isArray(x.loc) ? x.loc.filter((p: unknown, i: number) => !(i === 0 && p === "body")).join(".") : "";
+  return where ? `${where}: ${x.msg}` : x.msg;
+}
+
 function detailMessage(body: any, status: number): string {
   const d = body?.detail ?? body?.error ?? body;
   if (typeof d === "string") return d;
   if (d && typeof d.message === "string") return d.message;
-  if (Array.isArray(d)) return d.map((x) => x.msg ?? JSON.stringify(x)).join("; ");
+  if (Array.isArray(d)) return d.map(validationMessage).join("; ");
   return `HTTP ${status}`;
 }
 
