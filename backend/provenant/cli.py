@@ -20,6 +20,8 @@ from eth_account.signers.local import LocalAccount
 from rich.console import Console
 
 from provenant.agents.cli import agent_app  # a typer sub-app; its commands import lazily
+from provenant.cli_options import (DEFAULT_HOME, DEFAULT_RPC, DevOpt, HomeOpt, KeyEnvOpt, KeystoreOpt, RpcOpt,
+                                   load_signer, store_path)
 
 app = typer.Typer(help="Provenant: Datanets, attributed LoRA models, receipts and settlement.", no_args_is_help=True)
 datanet_app = typer.Typer(help="Create and inspect Datanets.", no_args_is_help=True)
@@ -32,13 +34,6 @@ app.add_typer(attribution_app, name="attribution")
 console = Console()
 err = Console(stderr=True)
 
-RpcOpt = Annotated[str, typer.Option("--rpc-url", envvar="PROVENANT_RPC_URL", help="JSON-RPC endpoint")]
-HomeOpt = Annotated[Path, typer.Option("--home", envvar="PROVENANT_HOME", help="manifests, content store, call log")]
-KeyEnvOpt = Annotated[str, typer.Option("--key-env", help="environment variable holding the signing key")]
-KeystoreOpt = Annotated[Optional[Path], typer.Option("--keystore", help="encrypted keystore file")]
-DevOpt = Annotated[Optional[int], typer.Option("--dev-account", help="anvil dev account index (chain 31337 only)")]
-DEFAULT_RPC = "http://127.0.0.1:8545"
-DEFAULT_HOME = Path(".provenant")
 
 
 @dataclass
@@ -50,7 +45,7 @@ class Session:
     def store(self):  # type: ignore[no-untyped-def]
         from provenant.store import open_store
 
-        return open_store(os.environ.get("PROVENANT_STORE", str(self.home / "store")))
+        return open_store(store_path(self.home))
 
     @property
     def contracts(self):  # type: ignore[no-untyped-def]
@@ -66,18 +61,7 @@ def _session(rpc_url: str, home: Path) -> Session:
 
 
 def _signer(session: Session, key_env: str, keystore: Path | None, dev_account: int | None) -> LocalAccount:
-    from provenant.chain import keys
-
-    if dev_account is not None:
-        if session.client.chain_id != keys.DEVNET_CHAIN_ID:  # type: ignore[attr-defined]
-            raise keys.KeyLoadError(f"--dev-account is allowed only on chain id {keys.DEVNET_CHAIN_ID}")
-        account = keys.dev_accounts()[dev_account]
-    elif keystore is not None:
-        account = keys.account_from_keystore(keystore, os.environ.get("PROVENANT_KEYSTORE_PASSWORD", ""))
-    else:
-        account = keys.account_from_env(key_env)
-    session.client.check_signer(account)  # type: ignore[attr-defined]
-    return account
+    return load_signer(session.client, key_env, keystore, dev_account)
 
 
 @app.command()

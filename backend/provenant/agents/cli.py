@@ -16,17 +16,13 @@ import typer
 from eth_account.signers.local import LocalAccount
 from rich.console import Console
 
+from provenant.cli_options import (DEFAULT_HOME, DEFAULT_RPC, DevOpt, HomeOpt, KeyEnvOpt, KeystoreOpt, RpcOpt,
+                                   load_signer, store_path)
+
 agent_app = typer.Typer(help="ERC-8004 agents: identities, signed action receipts, verification.",
                         no_args_is_help=True)
 console = Console()
 
-RpcOpt = Annotated[str, typer.Option("--rpc-url", envvar="PROVENANT_RPC_URL", help="JSON-RPC endpoint")]
-HomeOpt = Annotated[Path, typer.Option("--home", envvar="PROVENANT_HOME", help="manifests, content store")]
-KeyEnvOpt = Annotated[str, typer.Option("--key-env", help="environment variable holding the signing key")]
-KeystoreOpt = Annotated[Optional[Path], typer.Option("--keystore", help="encrypted keystore file")]
-DevOpt = Annotated[Optional[int], typer.Option("--dev-account", help="anvil dev account index (chain 31337 only)")]
-DEFAULT_RPC = "http://127.0.0.1:8545"
-DEFAULT_HOME = Path(".provenant")
 
 
 def _context(rpc_url: str, home: Path) -> tuple[Any, Any, Any]:
@@ -35,22 +31,11 @@ def _context(rpc_url: str, home: Path) -> tuple[Any, Any, Any]:
     from provenant.store import open_store
 
     client = ChainClient(rpc_url)
-    return client, Contracts.load(client, home), open_store(os.environ.get("PROVENANT_STORE", str(home / "store")))
+    return client, Contracts.load(client, home), open_store(store_path(home))
 
 
 def _key(client: Any, key_env: str, keystore: Path | None, dev_account: int | None) -> LocalAccount:
-    from provenant.chain import keys
-
-    if dev_account is not None:
-        if client.chain_id != keys.DEVNET_CHAIN_ID:
-            raise keys.KeyLoadError(f"--dev-account is allowed only on chain id {keys.DEVNET_CHAIN_ID}")
-        account = keys.dev_accounts(max(10, dev_account + 1))[dev_account]
-    elif keystore is not None:
-        account = keys.account_from_keystore(keystore, os.environ.get("PROVENANT_KEYSTORE_PASSWORD", ""))
-    else:
-        account = keys.account_from_env(key_env)
-    client.check_signer(account)
-    return account
+    return load_signer(client, key_env, keystore, dev_account)
 
 
 @agent_app.command("register")
