@@ -246,7 +246,10 @@ def test_full_thread_in_the_browser(roles: Roles, thread_stack: Stack) -> None:
     builder.wait_for_function("() => Number(document.querySelector('[data-testid=loss-chart] path.curve')?.dataset.points) >= 3",
                               timeout=60_000)
     assert "/ 100" in builder.get_by_test_id("job-epoch").inner_text()
-    assert builder.get_by_test_id("job-eta").inner_text().rstrip().endswith("s")
+    # The ETA appears with the first progress point that has a rate (the loss history can already
+    # hold several steps by then: the server keeps every step, the page polls every 0.5 s).
+    builder.wait_for_function("() => /\\d+ s$/.test(document.querySelector('[data-testid=job-eta]')?.textContent.trim())",
+                              timeout=60_000)
     float(builder.get_by_test_id("job-speed").inner_text())
     builder.screenshot(path=str(SHOTS / "factory-job-running-desktop.png"), full_page=True)
     builder.get_by_test_id("cancel-job").click()
