@@ -2,6 +2,7 @@
 script, on the same data, base model, hyperparameters and threads, side by side in one run.
 
     .venv/bin/python bench/bench_factory.py [--rows 256] [--epochs 2] [--repeats 2] [--threads 2] [--out FILE]
+        [--device cpu|cuda]
 
 Tasks (each arm runs in its own fresh process, so peak RSS is per arm; arms alternate, repeated):
   causal LM: the config-built tiny Llama (~29M params), prompt/completion rows (loss on the completion
@@ -10,7 +11,8 @@ Tasks (each arm runs in its own fresh process, so peak RSS is per arm; arms alte
       linear head; ours mean-pools (the Factory's classifier), the Trainer arm is peft's
       SEQ_CLS model (BertForSequenceClassification: [CLS] pooler + head), what a hand-written script uses.
 Both arms: AdamW (weight decay 0), constant learning rate, no warm-up, no gradient clipping, batch
-size and epochs equal, shuffled batches, fp32, CPU. The Trainer arm's own defaults would add a linear
+size and epochs equal, shuffled batches, fp32, on the CPU (or both on one GPU with --device cuda;
+then peak GPU memory is reported too). The Trainer arm's own defaults would add a linear
 decay and clipping at 1.0; they are switched off so that both arms do the same optimisation.
 Neither arm records anything for attribution during training (the Factory builds its attribution
 index after training, for classifiers), so "attribution capture off" is the only case there is.
@@ -75,7 +77,7 @@ def lm_eval_loss(model, base, rows, settings) -> float:  # type: ignore[no-untyp
     from provenant.factory.train_lm import evaluate_lm
 
     model.eval()
-    return evaluate_lm(model, base, rows, settings)["eval_loss"]
+    return evaluate_lm(model, base, rows, settings, next(model.parameters()).device)["eval_loss"]
 
 
 # -- arms (each runs in a child process) -----------------------------------------------------------
@@ -86,7 +88,7 @@ def arm_ours_lm(args: argparse.Namespace) -> dict:
     settings, base = lm_settings(args), load_causal_base_model("tiny-llama")
     train, held = lm_rows(args.rows, 1), lm_rows(args.eval_rows, 2)
     started = time.perf_counter()
-    adapter, model = fit_causal_lm(train, settings, "tiny-llama")
+    adapter, model = fit_causal_lm(train, settings, "tiny-llama", device=args.device)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "final_train_loss": adapter.metrics["train_loss"][-1],
             "eval_loss": lm_eval_loss(model, base, held, settings)}
@@ -98,7 +100,8 @@ def _trainer_args(args: argparse.Namespace, out: str, lr: float):  # type: ignor
     return TrainingArguments(output_dir=out, per_device_train_batch_size=args.batch_size,
                              num_train_epochs=args.epochs, learning_rate=lr, lr_scheduler_type="constant",
                              warmup_steps=0, weight_decay=0.0, max_grad_norm=0.0, optim="adamw_torch",
-                             logging_strategy="epoch", save_strategy="no", report_to="none", use_cpu=True,
+                             logging_strategy="epoch", save_strategy="no", report_to="none",
+                             use_cpu=args.device == "cpu",
                              seed=SEED, dataloader_num_workers=0, disable_tqdm=True, remove_unused_columns=False)
 
 
@@ -147,7 +150,7 @@ def arm_ours_cls(args: argparse.Namespace) -> dict:
     load_base_model("minilm")
     train, held = _cls_data(args)
     started = time.perf_counter()
-    adapter, _ = fit_classifier(train, cls_settings(args), "minilm", eval_examples=held)
+    adapter, _ = fit_classifier(train, cls_settings(args), "minilm", eval_examples=held, device=args.device)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "final_train_loss": adapter.metrics["train_loss"][-1],
             "eval_loss": adapter.metrics["eval_loss"], "eval_accuracy": adapter.metrics["eval_accuracy"]}
@@ -184,11 +187,12 @@ def arm_peft_cls(args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - started
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     model.eval()
-    correct, loss_sum = 0, 0.0
+    correct, loss_sum, where = 0, 0.0, next(model.parameters()).device
     with torch.no_grad():
         for start in range(0, len(held), settings.batch_size):
             chunk = held[start:start + settings.batch_size]
-            batch = collator([{"text": ex.text, "label": labels.index(ex.label)} for ex in chunk])
+            batch = {k: v.to(where) for k, v in collator([{"text": ex.text, "label": labels.index(ex.label)}
+                                                           for ex in chunk]).items()}
             target = batch.pop("labels")
             logits = model(**batch).logits
             loss_sum += F.cross_entropy(logits, target).item() * len(chunk)
@@ -207,7 +211,10 @@ def run_arm(name: str, args: argparse.Namespace) -> dict:
     result = ARMS[name](args)
     rows = args.rows if name.endswith("-lm") else args.cls_rows
     result.update(arm=name, examples_per_second=rows * args.epochs / result["seconds"],
-                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, threads=args.threads)
+                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, threads=args.threads,
+                  device=args.device)
+    if args.device != "cpu":
+        result.update(peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20, gpu=torch.cuda.get_device_name())
     return result
 
 
@@ -221,6 +228,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tasks", default="lm,cls")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: both arms on the same GPU")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON results here")
     parser.add_argument("--arm", choices=sorted(ARMS), help=argparse.SUPPRESS)  # internal: run one arm, print JSON
     args = parser.parse_args()
@@ -229,7 +237,8 @@ def main() -> None:
         return
 
     passthrough = [f"--rows={args.rows}", f"--cls-rows={args.cls_rows}", f"--eval-rows={args.eval_rows}",
-                   f"--epochs={args.epochs}", f"--batch-size={args.batch_size}", f"--threads={args.threads}"]
+                   f"--epochs={args.epochs}", f"--batch-size={args.batch_size}", f"--threads={args.threads}",
+                   f"--device={args.device}"]
     results: list[dict] = []
     load_before = os.getloadavg()
     for task in args.tasks.split(","):
@@ -252,6 +261,7 @@ def main() -> None:
                          "trainer_median_s": sorted(r["seconds"] for r in peft)[len(peft) // 2]}
         print(f"{task}: Trainer time / ours = {', '.join(f'{x:.2f}x' for x in ratios)}")
     report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} {os.cpu_count()} cores",
+              "device": args.device,
               "load_average_before": load_before, "load_average_after": os.getloadavg(),
               "args": {k: v for k, v in vars(args).items() if k not in ("out", "arm")}, "results": results,
               "summary": summary}

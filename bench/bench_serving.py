@@ -191,11 +191,10 @@ def run(n_adapters: int, device: str, workdir: Path, repeats: int) -> dict:
         gather = []
         for _ in range(5):  # per-batch cost of gathering 32 rows' A/B for every module
             s = time.perf_counter()
-            engine.model._set_adapters([cache.acquire(i % n_adapters) for i in range(REQUESTS)])
+            engine.model._gather([cache.acquire(i % n_adapters) for i in range(REQUESTS)])
             gather.append(time.perf_counter() - s)
             for i in range(REQUESTS):
                 cache.release(i % n_adapters)
-        engine.model.ctx.rows = {}
         single = {}
         for label, w in (("adapter", weights), ("base", None)):  # TTFT of one lone request
             times = []

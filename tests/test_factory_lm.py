@@ -92,7 +92,7 @@ def test_the_adapter_is_servable_and_serving_computes_the_trained_model(trained:
     with torch.no_grad():
         want = model(input_ids=ids).logits
         served = MultiLoraModel(base)
-        served._set_adapters([weights])
+        served.use_adapters([weights])
         got = served.model(input_ids=ids).logits
         plain = base.model(input_ids=ids).logits
     assert torch.allclose(got, want, atol=1e-4)

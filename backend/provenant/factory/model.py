@@ -83,7 +83,7 @@ def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 def adapter_to_bytes(model: nn.Module) -> bytes:
     """Safetensors bytes of every trainable tensor (LoRA + head). Tensors are laid out sorted by
     dtype then name; keep the metadata to ONE key (several come out in a per-process random order)."""
-    state = {name: p.detach().to(torch.float32).contiguous().clone() for name, p in trainable_parameters(model)}
+    state = {name: p.detach().to("cpu", torch.float32).contiguous().clone() for name, p in trainable_parameters(model)}
     return safetensors_save(state, metadata={"format": ADAPTER_FORMAT})
 
 

@@ -1,11 +1,12 @@
-"""Train a LoRA text classifier on Datanet rows, deterministically, on the CPU.
+"""Train a LoRA text classifier on Datanet rows: bit-reproducibly on the CPU, or on a GPU.
 
 Read top to bottom: validate -> labels -> build model -> epochs of shuffled mini-batches with AdamW
 -> evaluate -> serialise the trainable tensors. Same examples + settings + base model + torch thread
 count give bit-identical `adapter_bytes` on one machine. All randomness comes from `settings.seed`:
 an explicit generator for the initial weights and the batch order, and a forked (then restored)
 global RNG for the dropout inside the base model, so callers' RNG state is untouched. The epochs,
-checkpoints, resume and cancellation are the shared loop of `provenant.factory.loop`.
+checkpoints, resume and cancellation are the shared loop of `provenant.factory.loop`; the device
+choice and the torchrun data-parallel path are `provenant.factory.devices` and `.replicas`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from provenant.factory.base_models import DEFAULT_BASE_MODEL, load_base_model
+from provenant.factory.devices import describe, module_on, resolve_device
 from provenant.factory.loop import Checkpoints, LoopSettings, TrainingCancelled, run_epochs
 from provenant.factory.model import (ADAPTER_FORMAT, LoraClassifier, adapter_to_bytes, build_lora_classifier,
                                      encode, example_loss, load_adapter_bytes, trainable_parameters)
+from provenant.factory.replicas import Replicas
 
 __all__ = ["Checkpoints", "Example", "LoraSettings", "TrainedAdapter", "TrainingCancelled", "evaluate",
            "fit_classifier", "train_classifier"]
@@ -84,17 +87,19 @@ class TrainedAdapter:
 def train_classifier(examples: Sequence[Example], settings: LoraSettings, base_model: str = DEFAULT_BASE_MODEL,
                      eval_examples: Sequence[Example] = (),
                      progress: Callable[[dict], None] | None = None,
-                     checkpoints: Checkpoints | None = None) -> TrainedAdapter:
+                     checkpoints: Checkpoints | None = None, device: str | None = None) -> TrainedAdapter:
     """Fine-tune LoRA + a linear head on `examples`; return the adapter, its config and metrics."""
-    adapter, _ = fit_classifier(examples, settings, base_model, eval_examples, progress, checkpoints)
+    adapter, _ = fit_classifier(examples, settings, base_model, eval_examples, progress, checkpoints, device)
     return adapter
 
 
 def fit_classifier(examples: Sequence[Example], settings: LoraSettings, base_model: str = DEFAULT_BASE_MODEL,
                    eval_examples: Sequence[Example] = (),
                    progress: Callable[[dict], None] | None = None,
-                   checkpoints: Checkpoints | None = None) -> tuple[TrainedAdapter, LoraClassifier]:
-    """`train_classifier`, also returning the trained in-memory module (eval mode)."""
+                   checkpoints: Checkpoints | None = None,
+                   device: str | None = None) -> tuple[TrainedAdapter, LoraClassifier]:
+    """`train_classifier`, also returning the trained CPU module (eval mode). `device`: "auto"
+    (CUDA when present), "cpu", "cuda" or "cuda:N"; under torchrun, data-parallel."""
     if len(examples) == 0:
         raise ValueError("cannot train on zero examples")
     labels = sorted({ex.label for ex in examples})
@@ -108,43 +113,52 @@ def fit_classifier(examples: Sequence[Example], settings: LoraSettings, base_mod
     targets = torch.tensor([label_to_id[ex.label] for ex in examples], dtype=torch.int64)
 
     base = load_base_model(base_model)
-    model = build_lora_classifier(base, rank=settings.rank, alpha=settings.alpha, dropout=settings.dropout,
-                                  target_modules=settings.target_modules, num_labels=len(labels),
-                                  seed=settings.seed)
+    where = resolve_device(device)
+    replicas = Replicas.from_env(where)
+    cpu_model = build_lora_classifier(base, rank=settings.rank, alpha=settings.alpha, dropout=settings.dropout,
+                                      target_modules=settings.target_modules, num_labels=len(labels),
+                                      seed=settings.seed)
+    model = module_on(cpu_model, where)
+    targets = targets.to(where)
 
     def batch_loss(idx: Sequence[int]) -> tuple[torch.Tensor, float]:
         input_ids, attention_mask = encode(base.tokenizer, [texts[i] for i in idx], settings.max_length)
-        return example_loss(model(input_ids, attention_mask), targets[list(idx)]), float(len(idx))
+        logits = model(input_ids.to(where), attention_mask.to(where))
+        return example_loss(logits, targets[list(idx)]), float(len(idx))
 
     result = run_epochs(model, [p for _, p in trainable_parameters(model)], len(examples),
                         LoopSettings(epochs=settings.epochs, batch_size=settings.batch_size,
                                      learning_rate=settings.learning_rate, seed=settings.seed),
                         batch_loss, save_adapter=lambda: adapter_to_bytes(model),
                         load_adapter=lambda data: load_adapter_bytes(model, data),
-                        progress=progress, checkpoints=checkpoints)
+                        progress=progress, checkpoints=checkpoints, device=where, replicas=replicas)
     n, epoch_losses, seconds = len(examples), result.epoch_losses, result.seconds
 
     metrics: dict = {"train_loss": epoch_losses, "seconds": seconds, "examples": n,
                      "examples_per_second": result.examples_per_second,
-                     "threads": torch.get_num_threads()}
+                     "threads": torch.get_num_threads(), "device": describe(where),
+                     "processes": replicas.world if replicas else 1}
     if eval_examples:
-        metrics.update(evaluate(model, base.tokenizer, eval_examples, label_to_id, settings))
+        metrics.update(evaluate(model, base.tokenizer, eval_examples, label_to_id, settings, where))
         if progress is not None:
             progress({"stage": "eval", "eval_accuracy": metrics["eval_accuracy"], "eval_loss": metrics["eval_loss"]})
     config = {"format": ADAPTER_FORMAT, "task": "classification", "base_model": base_model, "labels": labels,
               "lora": settings.to_dict(), "pooling": "mean"}
-    return TrainedAdapter(adapter_bytes=adapter_to_bytes(model), config=config, metrics=metrics), model
+    adapter_bytes = adapter_to_bytes(model)
+    if model is not cpu_model:
+        load_adapter_bytes(cpu_model, adapter_bytes)  # what attribution and serving see: the CPU module
+    return TrainedAdapter(adapter_bytes=adapter_bytes, config=config, metrics=metrics), cpu_model
 
 
 @torch.no_grad()
 def evaluate(model: LoraClassifier, tokenizer, examples: Sequence[Example], label_to_id: dict[str, int],
-             settings: LoraSettings) -> dict:
+             settings: LoraSettings, device: torch.device | None = None) -> dict:
     """Accuracy and mean cross-entropy of `model` (eval mode) on labelled examples."""
-    correct, loss_sum = 0, 0.0
+    correct, loss_sum, where = 0, 0.0, device or torch.device("cpu")
     for start in range(0, len(examples), settings.batch_size):
         chunk = examples[start:start + settings.batch_size]
-        targets = torch.tensor([label_to_id[ex.label] for ex in chunk], dtype=torch.int64)
-        logits = model(*encode(tokenizer, [ex.text for ex in chunk], settings.max_length))
+        targets = torch.tensor([label_to_id[ex.label] for ex in chunk], dtype=torch.int64, device=where)
+        logits = model(*(t.to(where) for t in encode(tokenizer, [ex.text for ex in chunk], settings.max_length)))
         loss_sum += example_loss(logits, targets).item() * len(chunk)
         correct += int((logits.argmax(dim=-1) == targets).sum())
     return {"eval_accuracy": correct / len(examples), "eval_loss": loss_sum / len(examples),

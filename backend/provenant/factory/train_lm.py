@@ -1,4 +1,4 @@
-"""Train a LoRA adapter on a causal language model, deterministically, on the CPU.
+"""Train a LoRA adapter on a causal language model: bit-reproducibly on the CPU, or on a GPU.
 
 Two row kinds: `{"text"}` rows train on every token; `{"prompt", "completion"}` rows train on the
 completion only (the prompt's label positions are -100, so they add nothing to the loss). Each row
@@ -9,7 +9,9 @@ tokens, as Hugging Face's `LlamaForCausalLM(labels=...)` computes it.
 The adapter is written in the serving format (`provenant.serving.lora`): peft key names
 `base_model.model.<module path>.lora_{A,B}.weight`, float32, so a trained model is servable as is
 and `peft.set_peft_model_state_dict` loads the same bytes. Same examples + settings + base + torch
-thread count give bit-identical bytes (the loop is `provenant.factory.loop`).
+thread count give bit-identical bytes on the CPU (the loop is `provenant.factory.loop`). On a GPU
+(`device`, default "auto") the training runs on a moved copy and the returned module is the CPU one
+rebuilt from the adapter bytes (`provenant.factory.devices`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from safetensors.torch import save as safetensors_save
 from torch import nn
 
 from provenant.factory.base_models import ByteTokenizer, CausalBaseModel, load_causal_base_model
+from provenant.factory.devices import describe, module_on, resolve_device
 from provenant.factory.loop import Checkpoints, LoopSettings, run_epochs
+from provenant.factory.replicas import Replicas
 from provenant.factory.train import LoraSettings, TrainedAdapter
 from provenant.serving.lora import CAUSAL_ADAPTER_FORMAT, CAUSAL_TASK
 
@@ -153,7 +157,7 @@ def _serving_name(name: str) -> str:
 
 def lm_adapter_bytes(model: nn.Module) -> bytes:
     """The serving format: one metadata key (several come out in a per-process random order)."""
-    state = {_serving_name(n): p.detach().to(torch.float32).contiguous().clone() for n, p in trainable(model)}
+    state = {_serving_name(n): p.detach().to("cpu", torch.float32).contiguous().clone() for n, p in trainable(model)}
     return safetensors_save(state, metadata={"format": CAUSAL_ADAPTER_FORMAT})
 
 
@@ -184,8 +188,10 @@ def load_lm_module(adapter_bytes: bytes, adapter_config: dict) -> tuple[nn.Modul
 
 def fit_causal_lm(examples: Sequence[LmExample], settings: LoraSettings, base_model: str,
                   eval_examples: Sequence[LmExample] = (), progress: Callable[[dict], None] | None = None,
-                  checkpoints: Checkpoints | None = None) -> tuple[TrainedAdapter, nn.Module]:
-    """Fine-tune LoRA on a causal LM; (adapter + config + metrics, the trained module in eval mode)."""
+                  checkpoints: Checkpoints | None = None,
+                  device: str | None = None) -> tuple[TrainedAdapter, nn.Module]:
+    """Fine-tune LoRA on a causal LM; (adapter + config + metrics, the trained CPU module in eval mode).
+    `device`: "auto" (CUDA when present), "cpu", "cuda" or "cuda:N"; under torchrun, data-parallel."""
     if len(examples) == 0:
         raise ValueError("cannot train on zero examples")
     base = load_causal_base_model(base_model)
@@ -193,10 +199,13 @@ def fit_causal_lm(examples: Sequence[LmExample], settings: LoraSettings, base_mo
         raise ValueError(f"max_length {settings.max_length} exceeds the base's {base.max_positions} positions")
     rows = [tokenize(base, ex, settings.max_length) for ex in examples]
     pad = pad_id(base)
-    model = build_lora_lm(base, settings)
+    where = resolve_device(device)
+    replicas = Replicas.from_env(where)
+    cpu_model = build_lora_lm(base, settings)
+    model = module_on(cpu_model, where)
 
     def batch_loss(idx: Sequence[int]) -> tuple[torch.Tensor, float]:
-        ids, mask, labels = collate([rows[i] for i in idx], pad)
+        ids, mask, labels = (t.to(where) for t in collate([rows[i] for i in idx], pad))
         total, count = token_loss(model(input_ids=ids, attention_mask=mask).logits, labels)
         return total / max(count, 1), float(count)
 
@@ -205,27 +214,31 @@ def fit_causal_lm(examples: Sequence[LmExample], settings: LoraSettings, base_mo
                                      learning_rate=settings.learning_rate, seed=settings.seed),
                         batch_loss, save_adapter=lambda: lm_adapter_bytes(model),
                         load_adapter=lambda data: load_lm_adapter(model, data),
-                        progress=progress, checkpoints=checkpoints)
+                        progress=progress, checkpoints=checkpoints, device=where, replicas=replicas)
     metrics: dict = {"train_loss": result.epoch_losses, "seconds": result.seconds, "examples": len(rows),
                      "train_tokens": sum(sum(1 for t in r.labels[1:] if t != IGNORE) for r in rows),
-                     "examples_per_second": result.examples_per_second, "threads": torch.get_num_threads()}
+                     "examples_per_second": result.examples_per_second, "threads": torch.get_num_threads(),
+                     "device": describe(where), "processes": replicas.world if replicas else 1}
     if eval_examples:
-        metrics.update(evaluate_lm(model, base, eval_examples, settings))
+        metrics.update(evaluate_lm(model, base, eval_examples, settings, where))
         if progress is not None:
             progress({"stage": "eval", "eval_loss": metrics["eval_loss"]})
     config = {"format": CAUSAL_ADAPTER_FORMAT, "task": CAUSAL_TASK, "base_model": base_model,
               "lora": settings.to_dict()}
-    return TrainedAdapter(adapter_bytes=lm_adapter_bytes(model), config=config, metrics=metrics), model
+    adapter_bytes = lm_adapter_bytes(model)
+    if model is not cpu_model:
+        load_lm_adapter(cpu_model, adapter_bytes)  # what attribution and serving see: the CPU module
+    return TrainedAdapter(adapter_bytes=adapter_bytes, config=config, metrics=metrics), cpu_model
 
 
 @torch.no_grad()
 def evaluate_lm(model: nn.Module, base: CausalBaseModel, examples: Sequence[LmExample],
-                settings: LoraSettings) -> dict:
+                settings: LoraSettings, device: torch.device | None = None) -> dict:
     """Mean next-token loss per target token (and its perplexity) on held-out rows."""
     rows = [tokenize(base, ex, settings.max_length) for ex in examples]
     pad, loss_sum, tokens = pad_id(base), 0.0, 0
     for start in range(0, len(rows), settings.batch_size):
-        ids, mask, labels = collate(rows[start:start + settings.batch_size], pad)
+        ids, mask, labels = (t.to(device or "cpu") for t in collate(rows[start:start + settings.batch_size], pad))
         total, count = token_loss(model(input_ids=ids, attention_mask=mask).logits, labels)
         loss_sum += total.item()
         tokens += count
@@ -236,5 +249,5 @@ def evaluate_lm(model: nn.Module, base: CausalBaseModel, examples: Sequence[LmEx
 
 def train_causal_lm(examples: Sequence[LmExample], settings: LoraSettings, base_model: str,
                     eval_examples: Sequence[LmExample] = (), progress: Callable[[dict], None] | None = None,
-                    checkpoints: Checkpoints | None = None) -> TrainedAdapter:
-    return fit_causal_lm(examples, settings, base_model, eval_examples, progress, checkpoints)[0]
+                    checkpoints: Checkpoints | None = None, device: str | None = None) -> TrainedAdapter:
+    return fit_causal_lm(examples, settings, base_model, eval_examples, progress, checkpoints, device)[0]

@@ -78,10 +78,18 @@ class MultiLoraModel:
                 setattr(self.model.get_submodule(parent_path), leaf, GroupedLoraLinear(module, path, self.ctx))
                 self.shapes[path] = (module.in_features, module.out_features)
 
-    def _set_adapters(self, adapters: Sequence[LoraWeights | None]) -> None:
+    def use_adapters(self, adapters: Sequence[LoraWeights | None]) -> None:
+        """The rows' adapters for direct calls of `self.model` (tests, benchmarks); the engine's
+        running batches carry their own."""
+        gathered = self._gather(adapters)
+        self.ctx.rows, self.ctx.scales, self.ctx.scale = gathered.rows, gathered.scales, gathered.scale
+
+    def _gather(self, adapters: Sequence[LoraWeights | None]) -> "_Gathered":
         """Gather each row's A^T and B^T for every module any row adapts: one stack of the batch's
-        distinct adapters per module, indexed by row (a zero slot for rows without that module)."""
-        self.ctx.rows = {}
+        distinct adapters per module, indexed by row (a zero slot for rows without that module).
+        A running batch keeps its gathered tensors until rows leave or join it (`RunningBatch.lora`):
+        re-gathering at every decode step cost 2 small copies per adapted linear per token."""
+        rows: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         distinct: list[LoraWeights] = []
         slots: dict[int, int] = {}
         for a in adapters:
@@ -89,13 +97,12 @@ class MultiLoraModel:
                 slots[id(a)] = len(distinct) + 1  # slot 0: zeros
                 distinct.append(a)
         if not distinct:
-            return
+            return _Gathered(rows, None, None)
         r = max(a.rank for a in distinct)
         index = torch.tensor([0 if a is None else slots[id(a)] for a in adapters], device=self.device)
-        self.ctx.scales = torch.tensor([0.0 if a is None else a.scale for a in adapters],
-                                       device=self.device).view(-1, 1, 1)
+        scales = torch.tensor([0.0 if a is None else a.scale for a in adapters], device=self.device).view(-1, 1, 1)
         distinct_scales = {a.scale for a in distinct}
-        self.ctx.scale = distinct_scales.pop() if len(distinct_scales) == 1 else None
+        scale = distinct_scales.pop() if len(distinct_scales) == 1 else None
         for path in sorted({p for a in distinct for p in a.modules}):
             if path not in self.shapes:
                 raise ValueError(f"adapter module {path} is not a linear layer of the served base")
@@ -106,7 +113,8 @@ class MultiLoraModel:
                                               for a in distinct])
             b_stack = torch.stack([zero_b] + [a.transposed(path, r)[1] if path in a.modules else zero_b
                                               for a in distinct])
-            self.ctx.rows[path] = (a_stack[index], b_stack[index])
+            rows[path] = (a_stack[index], b_stack[index])
+        return _Gathered(rows, scales, scale)
 
     @torch.inference_mode()
     def prefill(self, prompts: Sequence[Sequence[int]], adapters: Sequence[LoraWeights | None]) -> "RunningBatch":
@@ -127,7 +135,9 @@ class MultiLoraModel:
         return batch
 
     def _forward(self, batch: "RunningBatch", ids: torch.Tensor, positions: torch.Tensor) -> None:
-        self._set_adapters(batch.adapters)
+        if batch.lora is None:
+            batch.lora = self._gather(batch.adapters)
+        self.ctx.rows, self.ctx.scales, self.ctx.scale = batch.lora.rows, batch.lora.scales, batch.lora.scale
         try:
             out = self.model(input_ids=ids, attention_mask=batch.mask, position_ids=positions, cache=batch.cache,
                              use_cache=True, logits_to_keep=1)
@@ -205,6 +215,14 @@ class RunningBatch:
     mask: torch.Tensor
     positions: torch.Tensor
     tokens: torch.Tensor
+    lora: "_Gathered | None" = None  # the rows' gathered adapters, kept while the rows stay the same
+
+
+@dataclass(frozen=True)
+class _Gathered:
+    rows: dict[str, tuple[torch.Tensor, torch.Tensor]]  # module path -> (A^T (B, in, r), B^T (B, r, out))
+    scales: torch.Tensor | None  # (B, 1, 1)
+    scale: float | None  # one scale shared by every adapted row
 
 
 @dataclass
