@@ -17,6 +17,9 @@ import {ModelRegistry} from "./ModelRegistry.sol";
 /// signed, one on-chain charge per batch). Every charge moves tokens from a deposit into the
 /// model's unsettled fees under an increasing charge sequence number; the settlement
 /// contract releases a model's fees up to a named sequence number, epoch by epoch.
+/// A voucher is also a spending cap: `chargeUpTo` moves the consumer's spent total to any amount
+/// up to the voucher's cumulative amount, so one voucher signed up front backs many concurrent
+/// calls (an API key) and the server charges only what it answered.
 contract UsageEscrow is AccessControl, Pausable, EIP712 {
     using SafeERC20 for IERC20;
 
@@ -71,6 +74,7 @@ contract UsageEscrow is AccessControl, Pausable, EIP712 {
     error VoucherExpired(uint256 index, uint256 deadline);
     error VoucherBadSignature(uint256 index, address signer, address consumer);
     error VoucherNotIncreasing(uint256 index, uint256 cumulativeAmount, uint256 spent);
+    error AmountAboveVoucher(uint256 index, uint256 amount, uint256 cumulativeAmount);
     error InsufficientDeposit(address consumer, uint256 modelId, uint256 needed, uint256 available);
     error WithdrawalNotReady(uint256 withdrawableAt);
     error BadSeq(uint64 uptoSeq, uint64 settledSeq, uint64 chargeSeq);
@@ -143,7 +147,40 @@ contract UsageEscrow is AccessControl, Pausable, EIP712 {
         seq = _seqs[modelId].chargeSeq + 1;
         uint256 total = 0;
         for (uint256 i = 0; i < vouchers.length; i++) {
-            total += _applyVoucher(i, modelId, seq, vouchers[i], signatures[i]);
+            total += _applyVoucher(i, modelId, seq, vouchers[i], signatures[i], vouchers[i].cumulativeAmount);
+        }
+        _recordFees(modelId, seq, total);
+    }
+
+    /// @notice Charge a batch of calls to one model against capped vouchers; only the model's
+    /// registered server. Each voucher's consumer-signed cumulative amount is a cap: the
+    /// consumer's spent total moves to `amounts[i]` (at most the cap, else AmountAboveVoucher;
+    /// above the spent total so far, else VoucherNotIncreasing), and (amounts[i] - spent) moves
+    /// from the deposit into the model's unsettled fees.
+    /// The `Charged` event carries the new spent total as its cumulativeAmount, exactly as
+    /// `charge` does. The whole batch is one charge sequence number.
+    /// @param modelId the model charged for
+    /// @param vouchers consumer-signed vouchers whose cumulative amounts are caps
+    /// @param signatures one EIP-712 signature per voucher, by its consumer
+    /// @param amounts the consumer's new spent total per voucher (<= its cumulativeAmount)
+    /// @return seq the charge sequence number of this batch
+    function chargeUpTo(
+        uint256 modelId,
+        Voucher[] calldata vouchers,
+        bytes[] calldata signatures,
+        uint256[] calldata amounts
+    ) external whenNotPaused returns (uint64 seq) {
+        (, address server) = models.ownerAndServerOf(modelId);
+        if (msg.sender != server) revert NotModelServer(modelId, msg.sender);
+        if (vouchers.length != signatures.length || vouchers.length != amounts.length) revert LengthMismatch();
+        if (vouchers.length == 0) revert ZeroAmount();
+        seq = _seqs[modelId].chargeSeq + 1;
+        uint256 total = 0;
+        for (uint256 i = 0; i < vouchers.length; i++) {
+            if (amounts[i] > vouchers[i].cumulativeAmount) {
+                revert AmountAboveVoucher(i, amounts[i], vouchers[i].cumulativeAmount);
+            }
+            total += _applyVoucher(i, modelId, seq, vouchers[i], signatures[i], amounts[i]);
         }
         _recordFees(modelId, seq, total);
     }
@@ -257,22 +294,28 @@ contract UsageEscrow is AccessControl, Pausable, EIP712 {
         token.safeTransferFrom(msg.sender, address(this), amount);
     }
 
-    function _applyVoucher(uint256 index, uint256 modelId, uint64 seq, Voucher calldata v, bytes calldata signature)
-        private
-        returns (uint256 delta)
-    {
+    /// @dev Checks the voucher and moves the consumer's spent total up to `newSpent` (the
+    /// voucher's cumulative amount, or for `chargeUpTo` an amount the caller checked is at most it).
+    function _applyVoucher(
+        uint256 index,
+        uint256 modelId,
+        uint64 seq,
+        Voucher calldata v,
+        bytes calldata signature,
+        uint256 newSpent
+    ) private returns (uint256 delta) {
         if (v.modelId != modelId) revert VoucherForOtherModel(index, v.modelId);
         if (block.timestamp > v.deadline) revert VoucherExpired(index, v.deadline);
         address signer = ECDSA.recover(voucherDigest(v), signature);
         if (signer != v.consumer) revert VoucherBadSignature(index, signer, v.consumer);
         uint256 spent = spentOf[v.consumer][modelId];
-        if (v.cumulativeAmount <= spent) revert VoucherNotIncreasing(index, v.cumulativeAmount, spent);
-        delta = v.cumulativeAmount - spent;
+        if (newSpent <= spent) revert VoucherNotIncreasing(index, newSpent, spent);
+        delta = newSpent - spent;
         uint256 available = depositOf[v.consumer][modelId];
         if (delta > available) revert InsufficientDeposit(v.consumer, modelId, delta, available);
         depositOf[v.consumer][modelId] = available - delta;
-        spentOf[v.consumer][modelId] = v.cumulativeAmount;
-        emit Charged(modelId, v.consumer, seq, delta, v.cumulativeAmount);
+        spentOf[v.consumer][modelId] = newSpent;
+        emit Charged(modelId, v.consumer, seq, delta, newSpent);
     }
 
     function _recordFees(uint256 modelId, uint64 seq, uint256 amount) private {

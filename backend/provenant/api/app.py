@@ -111,14 +111,14 @@ class _Index:
             self._thread.join(timeout=10)
 
 
-def _mount_serving(app: FastAPI, service: Any) -> None:
-    """The serving API's /v1 routes (OpenAI-compatible calls, classifications, receipts, admin) in
-    this app, with its handlers for its own errors (402 payment required, 429, ...); the generic
-    handlers stay this app's."""
+def _mount_serving(app: FastAPI, service: Any, sessions: SiweSessions) -> None:
+    """The serving API's /v1 routes (OpenAI-compatible calls, classifications, receipts, admin, API
+    keys minted by signed-in consumers) in this app, with its handlers for its own errors (402
+    payment required, 429, ...); the generic handlers stay this app's."""
     from provenant.serving.api import create_serving_router
     from provenant.serving.errors import install_serving_error_handlers
 
-    app.include_router(create_serving_router(service))
+    app.include_router(create_serving_router(service, sessions))
     install_serving_error_handlers(app)
 
 
@@ -205,7 +205,7 @@ def create_app(settings: AppSettings) -> FastAPI:
 
     app.include_router(create_agents_router(client, contracts, store, settings.home))
     if settings.serving is not None:
-        _mount_serving(app, settings.serving)
+        _mount_serving(app, settings.serving, sessions)
     for router in settings.extra_routers:
         app.include_router(router)
     web = settings.web_dist or (REPO_WEB_DIST if (REPO_WEB_DIST / "index.html").exists() else None)

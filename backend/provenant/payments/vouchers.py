@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 from eth_account.signers.local import LocalAccount
 
@@ -67,6 +68,10 @@ class VoucherBook:
         self.contracts = contracts
         self._latest: dict[tuple[int, str], _Pending] = {}
         self._lock = threading.Lock()
+        # (model id, consumer) -> the id of an API key that spends for that consumer on that
+        # model (serving/api_keys.py), whose capped voucher owns the spent total until it is
+        # revoked or expired and charged: cumulative vouchers must wait for it.
+        self.channel_holder: Callable[[int, str], str | None] | None = None
 
     def _expected_previous(self, model_id: int, consumer: str) -> int:
         pending = self._latest.get((model_id, consumer))
@@ -101,6 +106,10 @@ class VoucherBook:
             self._latest[(model_id, voucher.consumer)] = _Pending(voucher, signature)
 
     def _check_amounts(self, voucher: Voucher, model_id: int, price: int) -> None:
+        holder = self.channel_holder(model_id, voucher.consumer) if self.channel_holder else None
+        if holder is not None:  # checked again on accept: a key minted mid-call wins
+            raise PaymentRequired(f"API key {holder} spends for {voucher.consumer} on model {model_id}: use it, "
+                                  f"or revoke it and pay with vouchers once its calls are charged")
         previous = self._expected_previous(model_id, voucher.consumer)
         if voucher.cumulative_amount != previous + price:
             raise PaymentRequired(
@@ -113,6 +122,11 @@ class VoucherBook:
             raise PaymentRequired(
                 f"deposit of {deposit} for model {model_id} does not cover {voucher.cumulative_amount - spent}"
             )
+
+    def pending_keys(self) -> list[tuple[int, str]]:
+        """(model id, consumer) of every voucher waiting to be charged."""
+        with self._lock:
+            return list(self._latest)
 
     def pending(self, model_id: int) -> int:
         return sum(1 for (m, _) in self._latest if m == model_id)

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from provenant.api.auth import SiweSessions, create_auth_router
 from provenant.factory.base_models import TINY_LLAMA
 from provenant.serving.admin import create_admin_router
 from provenant.serving.errors import install_error_handlers
@@ -49,25 +50,33 @@ def _model_entries(service: ServingService, records: dict[int, ModelRecord]) -> 
             records[model_id] = ModelRecord.fetch(service.client, service.contracts, model_id)
         r = records[model_id]
         data.append({"id": r.name, "object": "model", "created": created, "owned_by": r.owner, "root": r.base_model,
-                     "parent": r.base_model, "model_id": model_id, "price_per_call": str(r.price_per_call),
+                     "parent": r.base_model, "model_id": model_id, "parent_model_id": r.parent_id or None,
+                     "price_per_call": str(r.price_per_call),
                      "lineage_root": r.lineage_root, "adapter_hash": r.adapter_hash,
                      "served_here": r.server.lower() == service.server.address.lower()})
     return data
 
 
-def create_app(service: ServingService) -> FastAPI:
-    """The serving API on its own (`provenant serve`): its routes and its error handlers."""
+def create_app(service: ServingService, sessions: SiweSessions | None = None) -> FastAPI:
+    """The serving API on its own (`provenant serve`): its routes and its error handlers. With
+    SIWE `sessions`, also sign-in and the API-key routes (minting needs a signed-in consumer)."""
     app = FastAPI(title="Provenant serving", version="0.2.0")
     install_error_handlers(app, service.settings.max_body_bytes)
-    app.include_router(create_serving_router(service))
+    app.include_router(create_serving_router(service, sessions))
+    if sessions is not None:  # sign-in here too: the backend app mounts its own
+        app.include_router(create_auth_router(sessions))
     return app
 
 
-def create_serving_router(service: ServingService) -> APIRouter:
+def create_serving_router(service: ServingService, sessions: SiweSessions | None = None) -> APIRouter:
     """Every serving route, for this module's app or the backend's (`provenant app --serve`)."""
     app = APIRouter()
     app.include_router(create_router(service))
     app.include_router(create_admin_router(service))
+    if sessions is not None:
+        from provenant.serving.api_keys_router import create_api_keys_router
+
+        app.include_router(create_api_keys_router(service, sessions))
     # Records are cached per id for the listing (lineage fields are immutable on chain); new ids
     # are read as they appear.
     records: dict[int, ModelRecord] = {}

@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from provenant.payments.vouchers import PaymentRequired
 from provenant.payments.x402_facilitator import X402NotAvailable
 from provenant.serving import x402 as x402_http
+from provenant.serving.api_keys import bearer_key
 from provenant.serving.payment_header import HEADER, parse_payment_header
 from provenant.serving.service import LimitExceeded, PendingCompletion, ServingService, decode_text
 
@@ -151,9 +152,14 @@ def create_router(service: ServingService) -> APIRouter:
 
     async def start(request: Request, body: _Common, prompt: str, max_tokens: int | None) -> PendingCompletion:
         body.refuse_unsupported()
+        tokens = 16 if max_tokens is None else max_tokens
+        key = bearer_key(request.headers.get("authorization"))  # the openai client's api_key
+        if key is not None:  # an API key (serving/api_keys.py) pays against its cap
+            key_id = service.api_keys.authenticate(key)  # 401 for an unknown or revoked key
+            return await run_in_threadpool(service.start_completion, body.model, prompt, tokens, None, None,
+                                           asyncio.get_running_loop(), body.ignore_eos, None, key_id)
         x402 = x402_http.parse_signature(request)
         voucher, signature = (None, None) if x402 is not None else parse_payment_header(request.headers.get(HEADER))
-        tokens = 16 if max_tokens is None else max_tokens
         return await run_in_threadpool(service.start_completion, body.model, prompt, tokens, voucher, signature,
                                        asyncio.get_running_loop(), body.ignore_eos, x402)
 

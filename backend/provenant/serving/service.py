@@ -16,6 +16,7 @@ from eth_account.signers.local import LocalAccount
 
 from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts
+from provenant.payments.key_ledger import Hold
 from provenant.payments.vouchers import PaymentRequired, Voucher, VoucherBook
 from provenant.payments.x402_facilitator import (
     Requirements, Settlement, VerifiedPayment, X402Facilitator, X402NotAvailable,
@@ -23,6 +24,7 @@ from provenant.payments.x402_facilitator import (
 from provenant.serving.calllog import CallLog, CallRecord
 from provenant.factory.base_models import CausalBaseModel, load_causal_base_model
 from provenant.serving.adapter_cache import AdapterCache
+from provenant.serving.api_keys import ApiKeyBook
 from provenant.serving.engine import Prediction
 from provenant.serving.limits import RateLimiter
 from provenant.serving.lm_engine import Generation, GenerationRequest, LmEngine
@@ -61,6 +63,7 @@ class PendingCompletion:
     released: bool = False
     x402: VerifiedPayment | None = None  # an x402 payment, verified, settled by settle_x402
     settlement: Settlement | None = None
+    hold: Hold | None = None  # an API key's reserved fee, committed once answered (api_keys.py)
 
     @property
     def prompt_tokens(self) -> int:
@@ -110,6 +113,9 @@ class ServingService:
         self.server = server
         self.call_log = call_log
         self.vouchers = VoucherBook(client, contracts)
+        # API keys (bearer tokens for unchanged OpenAI clients), each backed by capped vouchers.
+        self.api_keys = ApiKeyBook(client, contracts, call_log.directory / "api_keys.sqlite", self.vouchers, server)
+        self.vouchers.channel_holder = self.api_keys.ledger.holds_channel
         # x402 payments: our own facilitator, in process (None on a deployment without X402Vaults).
         self.x402 = X402Facilitator(client, contracts, server) if contracts.x402 is not None else None
         self._models: dict[int, ServedModel] = {}
@@ -210,14 +216,19 @@ class ServingService:
         return CallResult(prediction=prediction, receipt=receipt, settlement=settlement)
 
     def _sign_and_log(self, served: ServedModel, call_id: str, voucher: Voucher | None, prompt: str, output: str,
-                      top: dict, paid: VerifiedPayment | None = None) -> Receipt:
+                      top: dict, paid: VerifiedPayment | None = None,
+                      by_key: tuple[str, int] | None = None) -> Receipt:
         """Sign the receipt, append the call to the log (fsynced) and keep the receipt for lookups."""
         salt = os.urandom(32)
         price = served.record.price_per_call
         # An x402 call is tied to its charge by the authorization's nonce, which stands in for the
         # voucher's cumulative amount (see payments/x402_facilitator.py and settlement/membership.py).
-        consumer = paid.payer if paid is not None else voucher.consumer  # type: ignore[union-attr]
-        cumulative = paid.nonce_int if paid is not None else voucher.cumulative_amount  # type: ignore[union-attr]
+        # An API-key call's cumulative is its position under the key's capped voucher (key_ledger.py).
+        if by_key is not None:
+            consumer, cumulative = by_key
+        else:
+            consumer = paid.payer if paid is not None else voucher.consumer  # type: ignore[union-attr]
+            cumulative = paid.nonce_int if paid is not None else voucher.cumulative_amount  # type: ignore[union-attr]
         receipt = Receipt(
             call_id=call_id,
             model_id=served.model_id,
@@ -257,8 +268,9 @@ class ServingService:
 
     def start_completion(self, model_ref: str | int, prompt: str, max_tokens: int, voucher: Voucher | None,
                          signature: bytes | None, loop: object = None, ignore_eos: bool = False,
-                         x402: dict | None = None) -> PendingCompletion:
-        """Check payment and limits, hold the adapter, queue the generation (tokens stream out)."""
+                         x402: dict | None = None, api_key_id: str | None = None) -> PendingCompletion:
+        """Check payment and limits, hold the adapter, queue the generation (tokens stream out).
+        With `api_key_id` the call's fee is reserved under that key's cap instead of a voucher."""
         served = self.model(model_ref)
         if served.task != CAUSAL_TASK:
             raise WrongTask(f"model {served.record.name!r} is a {served.task} model; use /v1/classifications")
@@ -271,12 +283,19 @@ class ServingService:
         if len(ids) + max_tokens > engine.base.max_positions:
             raise LimitExceeded(f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds the context "
                                 f"window of {engine.base.max_positions} tokens")
-        payer, paid = self._check_payment(served, voucher, signature, x402)
+        hold = None
+        if api_key_id is not None:
+            hold = self.api_keys.reserve(api_key_id, served.model_id, served.record.price_per_call)
+            payer, paid = hold.consumer, None
+        else:
+            payer, paid = self._check_payment(served, voucher, signature, x402)
         try:
             self.rate_limiter.take(payer.lower())  # after the check: the consumer is authenticated
             weights = self.adapters.acquire(served.model_id)
         except BaseException:
             self._release_payment(paid)
+            if hold is not None:
+                self.api_keys.release(hold)
             raise
         try:
             generation = engine.submit(GenerationRequest(ids, weights, max_tokens, ignore_eos),
@@ -284,10 +303,12 @@ class ServingService:
         except BaseException:
             self.adapters.release(served.model_id)
             self._release_payment(paid)
+            if hold is not None:
+                self.api_keys.release(hold)
             raise
         return PendingCompletion(served=served, call_id="0x" + os.urandom(32).hex(), prompt=prompt,
                                  base=engine.base, generation=generation, voucher=voucher, signature=signature,
-                                 x402=paid)
+                                 x402=paid, hold=hold)
 
     def release(self, pending: PendingCompletion) -> None:
         if not pending.released:
@@ -295,6 +316,9 @@ class ServingService:
             self.adapters.release(pending.served.model_id)
             if pending.settlement is None:
                 self._release_payment(pending.x402)  # an unsettled x402 nonce is free again
+            if pending.hold is not None:  # not answered: the fee goes back to the key's cap
+                self.api_keys.release(pending.hold)
+                pending.hold = None
 
     def settle_x402(self, pending: PendingCompletion) -> Settlement | None:
         """Settle the call's x402 payment on chain (once); None for a voucher-paid call. Raises
@@ -310,8 +334,12 @@ class ServingService:
         """After the last token: free the adapter, take the payment (accept the voucher, or settle
         the x402 payment unless already settled), sign and log the receipt."""
         served = pending.served
+        by_key = None
         try:
-            if pending.x402 is not None:
+            if pending.hold is not None:
+                hold, pending.hold = pending.hold, None
+                by_key = (hold.consumer, self.api_keys.commit(hold, pending.call_id))
+            elif pending.x402 is not None:
                 self.settle_x402(pending)
             else:
                 self.vouchers.accept(pending.voucher, pending.signature, served.model_id,  # type: ignore[arg-type]
@@ -323,8 +351,11 @@ class ServingService:
         # fall back to the lineage prior. Settlement re-scores the call through the same method.
         attribution, method = served.attribute_completion(pending.prompt, output)
         top = {**attribution.top(TOP_K), "method": method}
-        return self._sign_and_log(served, pending.call_id, pending.voucher, pending.prompt, output, top,
-                                  pending.x402)
+        receipt = self._sign_and_log(served, pending.call_id, pending.voucher, pending.prompt, output, top,
+                                     pending.x402, by_key)
+        if by_key is not None:
+            self.api_keys.attach_receipt(receipt.call_id, receipt.to_json())
+        return receipt
 
     def receipt(self, call_id: str) -> Receipt:
         if call_id not in self._receipts:
@@ -334,8 +365,9 @@ class ServingService:
     def charge_pending(self, model_ref: str | int) -> int:
         """Charge every pending voucher of a model on chain; returns how many were charged."""
         served = self.model(model_ref)
-        count = self.vouchers.pending(served.model_id)
+        count = self.vouchers.pending(served.model_id) + self.api_keys.ledger.pending(served.model_id)
         self.vouchers.flush(self.server, served.model_id)
+        self.api_keys.flush(served.model_id)  # API keys' answered calls, with chargeUpTo
         return count
 
 
