@@ -28,6 +28,8 @@ from provenant.store import open_store
 
 EXAMPLES_PER_ROUTE = 25
 SEMANTIC = {"/v1/datanets/{datanet_id}/uploads", "/v1/datanets/metadata", "/v1/jobs",
+            # a schema-valid body can still hold bytes that are not a LoRA adapter of the base (422)
+            "/v1/jobs/external",
             # a mixed-case address with a wrong EIP-55 checksum is refused on purpose (a typo)
             "/v1/settlement/accounts/{account}/claimable", "/v1/settlement/accounts/{account}/claims"}
 

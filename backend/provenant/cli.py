@@ -11,17 +11,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from eth_account.signers.local import LocalAccount
 from rich.console import Console
 
 from provenant.agents.cli import agent_app  # a typer sub-app; its commands import lazily
 from provenant.cli_options import (DEFAULT_HOME, DEFAULT_RPC, DevOpt, HomeOpt, KeyEnvOpt, KeystoreOpt, RpcOpt,
-                                   load_signer, store_path)
+                                   Session, open_session, signer_for)
+from provenant.factory.cli import register_adapter, train
 
 app = typer.Typer(help="Provenant: Datanets, attributed LoRA models, receipts and settlement.", no_args_is_help=True)
 datanet_app = typer.Typer(help="Create and inspect Datanets.", no_args_is_help=True)
@@ -31,37 +30,11 @@ app.add_typer(verify_app, name="verify")
 app.add_typer(agent_app, name="agent")
 attribution_app = typer.Typer(help="Proof of Attribution: who shaped a model, and by how much.", no_args_is_help=True)
 app.add_typer(attribution_app, name="attribution")
+app.command()(train)
+app.command("register-adapter")(register_adapter)
 console = Console()
 err = Console(stderr=True)
 
-
-
-@dataclass
-class Session:
-    client: object
-    home: Path
-
-    @property
-    def store(self):  # type: ignore[no-untyped-def]
-        from provenant.store import open_store
-
-        return open_store(store_path(self.home))
-
-    @property
-    def contracts(self):  # type: ignore[no-untyped-def]
-        from provenant.chain.deploy import Contracts
-
-        return Contracts.load(self.client, self.home)  # type: ignore[arg-type]
-
-
-def _session(rpc_url: str, home: Path) -> Session:
-    from provenant.chain.client import ChainClient
-
-    return Session(client=ChainClient(rpc_url), home=home)
-
-
-def _signer(session: Session, key_env: str, keystore: Path | None, dev_account: int | None) -> LocalAccount:
-    return load_signer(session.client, key_env, keystore, dev_account)
 
 
 @app.command()
@@ -102,8 +75,8 @@ def deploy(rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME, key_env:
     """Compile and deploy the contracts; write the deployment manifest for this chain id."""
     from provenant.chain.deploy import deploy_all
 
-    session = _session(rpc_url, home)
-    contracts = deploy_all(session.client, _signer(session, key_env, keystore, dev_account), home)  # type: ignore[arg-type]
+    session = open_session(rpc_url, home)
+    contracts = deploy_all(session.client, signer_for(session, key_env, keystore, dev_account), home)  # type: ignore[arg-type]
     console.print_json(json.dumps(contracts.manifest.addresses))
 
 
@@ -116,8 +89,8 @@ def datanet_create(metadata: Annotated[Path, typer.Argument(help="JSON: name, de
     """Create a Datanet curated by the signer; its metadata goes to the content store."""
     from provenant.datanets.service import DatanetService
 
-    session = _session(rpc_url, home)
-    signer = _signer(session, key_env, keystore, dev_account)
+    session = open_session(rpc_url, home)
+    signer = signer_for(session, key_env, keystore, dev_account)
     spec = json.loads(metadata.read_text())
     service = DatanetService(session.client, session.contracts, session.store)  # type: ignore[arg-type]
     console.print(f"datanet {service.create(signer, spec, stake=stake, slash_on_reject=slash_on_reject)}")
@@ -128,7 +101,7 @@ def datanet_show(datanet_id: int, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt =
     """Show a Datanet's metadata and contributions."""
     from provenant.datanets.service import DatanetService
 
-    session = _session(rpc_url, home)
+    session = open_session(rpc_url, home)
     service = DatanetService(session.client, session.contracts, session.store)  # type: ignore[arg-type]
     info = service.get(datanet_id)
     console.print_json(json.dumps({"id": datanet_id, "owner": info.owner, "metadata": info.metadata,
@@ -143,8 +116,8 @@ def contribute(datanet_id: int, file: Path, rpc_url: RpcOpt = DEFAULT_RPC, home:
     """Validate a JSONL file, store it by CID and record the contribution on chain."""
     from provenant.datanets.service import DatanetService
 
-    session = _session(rpc_url, home)
-    signer = _signer(session, key_env, keystore, dev_account)
+    session = open_session(rpc_url, home)
+    signer = signer_for(session, key_env, keystore, dev_account)
     service = DatanetService(session.client, session.contracts, session.store)  # type: ignore[arg-type]
     flags = service.duplicate_index(datanet_id).check(service.validate(datanet_id, file).rows)
     record = service.contribute(signer, datanet_id, file)
@@ -162,8 +135,8 @@ def approve(datanet_id: int, contribution_ids: list[int], rpc_url: RpcOpt = DEFA
     """Approve pending contributions of a Datanet (curators only)."""
     from provenant.datanets.service import DatanetService
 
-    session = _session(rpc_url, home)
-    signer = _signer(session, key_env, keystore, dev_account)
+    session = open_session(rpc_url, home)
+    signer = signer_for(session, key_env, keystore, dev_account)
     DatanetService(session.client, session.contracts, session.store).approve(signer, datanet_id, contribution_ids)  # type: ignore[arg-type]
     console.print(f"approved {contribution_ids}")
 
@@ -175,115 +148,40 @@ def reject(contribution_id: int, reason: Annotated[str, typer.Option(help="spam|
     """Reject a pending contribution (curators only)."""
     from provenant.datanets.service import DatanetService, RejectReason
 
-    session = _session(rpc_url, home)
-    signer = _signer(session, key_env, keystore, dev_account)
+    session = open_session(rpc_url, home)
+    signer = signer_for(session, key_env, keystore, dev_account)
     DatanetService(session.client, session.contracts, session.store).reject(  # type: ignore[arg-type]
         signer, contribution_id, RejectReason[reason.upper()])
     console.print(f"rejected {contribution_id}")
 
 
-def _per_datanet(pairs: list[str], option: str, kind: type) -> dict[int, object]:
-    """["3=500", "4=0.5"] -> {3: 500, 4: 0.5}; a malformed pair is one clear error."""
-    out: dict[int, object] = {}
-    for pair in pairs:
-        datanet, sep, value = pair.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            out[int(datanet)] = kind(value)
-        except ValueError:
-            raise typer.BadParameter(f"{option} wants DATANET={kind.__name__.upper()}, got {pair!r}") from None
-    return out
-
-
-@app.command()
-def train(name: str, datanets: Annotated[str, typer.Option(help="comma-separated Datanet ids")],
-          server: Annotated[str, typer.Option(help="serving key address")],
-          price: Annotated[int, typer.Option(help="price per call, wei")] = 10**18,
-          base_model: Annotated[str, typer.Option(help="minilm, tiny-encoder, tiny-llama, or a Hugging Face "
-                                                       "model id / local folder (causal LMs for text Datanets)")] = "minilm",
-          epochs: int = 3, seed: int = 0, rank: int = 8, alpha: int = 16, dropout: float = 0.0,
-          learning_rate: Annotated[float, typer.Option("--lr", help="learning rate")] = 1e-3,
-          batch_size: int = 16, max_length: int = 64,
-          target_modules: Annotated[Optional[str], typer.Option(help="comma-separated; default: the base's "
-                                                                     "attention projections")] = None,
-          contributor: Annotated[Optional[list[str]], typer.Option(help="only this contributor (repeatable)")] = None,
-          exclude_contributor: Annotated[Optional[list[str]], typer.Option(help="leave out (repeatable)")] = None,
-          from_block: Annotated[Optional[int], typer.Option(help="contributions recorded at or after")] = None,
-          to_block: Annotated[Optional[int], typer.Option(help="contributions recorded at or before")] = None,
-          from_time: Annotated[Optional[int], typer.Option(help="unix seconds of the recording block")] = None,
-          to_time: Annotated[Optional[int], typer.Option(help="unix seconds of the recording block")] = None,
-          max_rows: Annotated[Optional[list[str]], typer.Option(help="DATANET=N row cap (repeatable)")] = None,
-          weight: Annotated[Optional[list[str]], typer.Option(help="DATANET=W sampling weight (repeatable)")] = None,
-          held_out: Annotated[float, typer.Option(help="fraction of each Datanet held out for evaluation")] = 0.1,
-          rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME,
-          key_env: KeyEnvOpt = "PROVENANT_KEY", keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
-    """Train a LoRA model (a classifier, or a causal LM for text / prompt-completion Datanets) on the
-    approved contributions of Datanets, with a progress bar, and register it with its lineage."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from provenant.datanets.service import DatanetService
-    from provenant.factory.base_models import default_target_modules
-    from provenant.factory.builder import ModelFactory, ModelRequest
-    from provenant.factory.selection import SelectionFilters
-    from provenant.factory.train import LoraSettings
-
-    targets = tuple(t.strip() for t in target_modules.split(",") if t.strip()) if target_modules else \
-        default_target_modules(base_model)
-    settings = LoraSettings(rank=rank, alpha=alpha, dropout=dropout, target_modules=targets,
-                            learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, max_length=max_length,
-                            seed=seed)
-    filters = SelectionFilters(contributors=tuple(contributor or ()), exclude_contributors=tuple(exclude_contributor or ()),
-                               from_block=from_block, to_block=to_block, from_time=from_time, to_time=to_time,
-                               max_rows=_per_datanet(max_rows or [], "--max-rows", int),  # type: ignore[arg-type]
-                               weights=_per_datanet(weight or [], "--weight", float),  # type: ignore[arg-type]
-                               held_out=held_out)
-    session = _session(rpc_url, home)
-    signer = _signer(session, key_env, keystore, dev_account)
-    contracts, store = session.contracts, session.store
-    factory = ModelFactory(session.client, contracts, store, DatanetService(session.client, contracts, store))  # type: ignore[arg-type]
-    request = ModelRequest(name=name, datanet_ids=tuple(int(d) for d in datanets.split(",")), server=server,
-                           price_per_call=price, base_model=base_model, settings=settings, filters=filters)
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err, transient=False) as bar:
-        task = bar.add_task("training", total=None, info="")
-
-        def progress(p: dict) -> None:
-            if p.get("stage") == "train":
-                bar.update(task, total=p["epochs"] * p["steps"], completed=(p["epoch"] - 1) * p["steps"] + p["step"],
-                           description=f"epoch {p['epoch']}/{p['epochs']}",
-                           info=f"loss {p['loss']:.4f} · {p['examples_per_second']:.1f} ex/s")
-            else:
-                bar.console.print({k: round(v, 4) if isinstance(v, float) else v for k, v in p.items()})
-
-        model = factory.build(signer, request, progress=progress)
-    for datanet_id, m in sorted(model.manifest.metrics.get("per_datanet", {}).items()):
-        shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items())
-        console.print(f"Datanet {datanet_id}: {shown}")
-    console.print(f"model {model.model_id} ({model.manifest.task}): manifest {model.manifest_cid}, "
-                  f"lineage root {model.manifest.lineage_root}")
-
-
 @app.command()
 def serve(port: int = 8000, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME,
-          key_env: KeyEnvOpt = "PROVENANT_KEY", keystore: KeystoreOpt = None, dev_account: DevOpt = None) -> None:
+          key_env: KeyEnvOpt = "PROVENANT_KEY", keystore: KeystoreOpt = None, dev_account: DevOpt = None,
+          domain: Annotated[Optional[str], typer.Option(help="host[:port] SIWE messages must name "
+                                                             "(default localhost:PORT)")] = None) -> None:
     """Serve registered models over an OpenAI-compatible HTTP API with receipts signed by the serving key.
+    Consumers pay per call with a voucher header, or sign in (SIWE) and mint an API key backed by one
+    capped voucher (POST /v1/api-keys) for the `openai` client.
 
     Limits and the adapter cache come from env (PROVENANT_ADAPTER_BUDGET_MB, PROVENANT_MAX_BATCH,
     PROVENANT_MAX_NEW_TOKENS, PROVENANT_RATE_PER_S, PROVENANT_RATE_BURST); the admin endpoints are
     enabled only when PROVENANT_ADMIN_TOKEN is set (their bearer token)."""
     import uvicorn
 
+    from provenant.api.auth import SiweSessions
     from provenant.serving.api import create_app
     from provenant.serving.calllog import CallLog
     from provenant.serving.service import ServingService
     from provenant.serving.settings import ServingSettings
 
-    session = _session(rpc_url, home)
-    signer = _signer(session, key_env, keystore, dev_account)
+    session = open_session(rpc_url, home)
+    signer = signer_for(session, key_env, keystore, dev_account)
     service = ServingService(session.client, session.contracts, session.store, signer, CallLog(home / "calls"),  # type: ignore[arg-type]
                              ServingSettings.from_env())
-    uvicorn.run(create_app(service), host="127.0.0.1", port=port)
+    sessions = SiweSessions(domain=domain or f"localhost:{port}", chain_id=session.client.chain_id,  # type: ignore[attr-defined]
+                            path=home / "serving-sessions.sqlite")
+    uvicorn.run(create_app(service, sessions), host="127.0.0.1", port=port)
 
 
 @app.command("app")
@@ -307,8 +205,8 @@ def backend_app(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8
         from provenant.serving.service import ServingService
         from provenant.serving.settings import ServingSettings
 
-        session = _session(rpc_url, home)
-        signer = _signer(session, key_env, keystore, dev_account)
+        session = open_session(rpc_url, home)
+        signer = signer_for(session, key_env, keystore, dev_account)
         service = ServingService(session.client, session.contracts, session.store, signer,  # type: ignore[arg-type]
                                  CallLog(home / "calls"), ServingSettings.from_env())
     settings = AppSettings(rpc_url=rpc_url, home=home, domain=domain or f"localhost:{port}", index_db=index_db,
@@ -323,8 +221,8 @@ def settle(model_id: int, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT
     from provenant.serving.calllog import CallLog
     from provenant.settlement.attributor import Attributor
 
-    session = _session(rpc_url, home)
-    signer = _signer(session, key_env, keystore, dev_account)
+    session = open_session(rpc_url, home)
+    signer = signer_for(session, key_env, keystore, dev_account)
     attributor = Attributor(session.client, session.contracts, session.store, signer, CallLog(home / "calls"))  # type: ignore[arg-type]
     proposal = attributor.propose(model_id)
     attributor.post(signer, proposal, {signer.address: attributor.sign(proposal)})
@@ -339,8 +237,8 @@ def claim(rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME, key_env: 
     from provenant.settlement.claims import claim_all, claimable
     from provenant.settlement.claims_index import ClaimsIndex
 
-    session = _session(rpc_url, home)
-    signer = _signer(session, key_env, keystore, dev_account)
+    session = open_session(rpc_url, home)
+    signer = signer_for(session, key_env, keystore, dev_account)
     contracts, store = session.contracts, session.store
     index = ClaimsIndex.in_home(home, session.client, contracts, store)  # type: ignore[arg-type]
     items = claimable(session.client, contracts, store, signer.address, index)  # type: ignore[arg-type]
@@ -356,15 +254,8 @@ def verify_model_cmd(model_id: int, rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt
     """Recompute a model's lineage root from the content store and check it against the chain."""
     from provenant.verify import verify_model
 
-    session = _session(rpc_url, home)
-    verdict = verify_model(session.client, session.contracts, session.store, model_id)  # type: ignore[arg-type]
-    for line in verdict.checks:
-        console.print(f"  ok   {line}")
-    for line in verdict.reasons:
-        console.print(f"  FAIL {line}")
-    console.print(f"{verdict.subject}: {'VERIFIED' if verdict.ok else 'NOT VERIFIED'}")
-    if not verdict.ok:
-        raise typer.Exit(1)
+    session = open_session(rpc_url, home)
+    _print_verdict(verify_model(session.client, session.contracts, session.store, model_id))  # type: ignore[arg-type]
 
 
 def _settlement_session(rpc_url: str, home: Path) -> Session:
@@ -378,7 +269,7 @@ def _attributor(session: Session, calls: Path | None, key_env: str, keystore: Pa
     from provenant.serving.calllog import CallLog
     from provenant.settlement.attributor import Attributor
 
-    signer = _signer(session, key_env, keystore, dev_account)
+    signer = signer_for(session, key_env, keystore, dev_account)
     return Attributor(session.client, session.contracts, session.store, signer,  # type: ignore[arg-type]
                       CallLog(calls or session.home / "calls"))
 
@@ -432,7 +323,7 @@ def post_settlement_cmd(proposal_file: Path, signature_files: list[Path], rpc_ur
     from provenant.settlement.quorum import post_settlement
 
     session = _settlement_session(rpc_url, home)
-    signer = _signer(session, key_env, keystore, dev_account)
+    signer = signer_for(session, key_env, keystore, dev_account)
     proposal = SignedProposal.from_json(json.loads(proposal_file.read_text()))
     signatures = {proposal.signer: proposal.signature}
     for path in signature_files:
@@ -483,6 +374,8 @@ def _print_verdict(verdict) -> None:  # type: ignore[no-untyped-def]
         console.print(f"  ok   {line}", markup=False, highlight=False)
     for line in verdict.reasons:
         console.print(f"  FAIL {line}", markup=False, highlight=False)
+    for line in getattr(verdict, "notes", []):
+        console.print(f"  note {line}", markup=False, highlight=False)
     console.print(f"{verdict.subject}: {'VERIFIED' if verdict.ok else 'NOT VERIFIED'}")
     if not verdict.ok:
         raise typer.Exit(1)
@@ -534,7 +427,7 @@ def attribution_report_cmd(model_id: int,
     held-out loss), as a table, an SVG chart and JSON."""
     from provenant.attribution.report import report_model
 
-    session = _session(rpc_url, home)
+    session = open_session(rpc_url, home)
     files = report_model(session.client, session.contracts, session.store, model_id, out, eval_file)
     console.print(files.table, markup=False, highlight=False, soft_wrap=True)
     console.print("wrote " + ", ".join(str(p) for p in files.paths))

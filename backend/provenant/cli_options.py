@@ -1,4 +1,5 @@
-"""What every `provenant` command group shares: the chain and key options, and loading a signer.
+"""What every `provenant` command group shares: the chain and key options, a session (chain client,
+deployment, content store) and loading a signer.
 
 Keys come from an environment variable (--key-env), an encrypted keystore (--keystore, password
 in $PROVENANT_KEYSTORE_PASSWORD), or on chain id 31337 only an anvil dev account (--dev-account);
@@ -8,6 +9,7 @@ they are never printed.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -42,3 +44,31 @@ def load_signer(client: Any, key_env: str, keystore: Path | None, dev_account: i
         account = keys.account_from_env(key_env)
     client.check_signer(account)
     return account
+
+
+@dataclass
+class Session:
+    client: object
+    home: Path
+
+    @property
+    def store(self):  # type: ignore[no-untyped-def]
+        from provenant.store import open_store
+
+        return open_store(store_path(self.home))
+
+    @property
+    def contracts(self):  # type: ignore[no-untyped-def]
+        from provenant.chain.deploy import Contracts
+
+        return Contracts.load(self.client, self.home)  # type: ignore[arg-type]
+
+
+def open_session(rpc_url: str, home: Path) -> Session:
+    from provenant.chain.client import ChainClient
+
+    return Session(client=ChainClient(rpc_url), home=home)
+
+
+def signer_for(session: Session, key_env: str, keystore: Path | None, dev_account: int | None) -> LocalAccount:
+    return load_signer(session.client, key_env, keystore, dev_account)

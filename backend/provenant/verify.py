@@ -8,7 +8,8 @@ from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts
 from provenant.datanets.service import DatanetService, Status
 from provenant.datanets.validation import rows_hash
-from provenant.factory.lineage import Manifest, config_hash, lineage_root, sha256_0x
+from provenant.factory.lineage import (TRAINED_EXTERNALLY, TRAINED_HERE, Manifest, config_hash, lineage_root,
+                                       sha256_0x)
 from provenant.serving.models import ModelRecord
 from provenant.store.blockstore import ContentStore
 
@@ -18,6 +19,7 @@ class Verdict:
     subject: str
     reasons: list[str] = field(default_factory=list)  # problems; empty means verified
     checks: list[str] = field(default_factory=list)  # what was checked and held
+    notes: list[str] = field(default_factory=list)  # what could not be checked, said plainly; not a failure
 
     @property
     def ok(self) -> bool:
@@ -33,6 +35,11 @@ def verify_model(client: ChainClient, contracts: Contracts, store: ContentStore,
         verdict.reasons.append(f"manifest {record.manifest_cid} unreadable: {exc}")
         return verdict
     verdict.checks.append(f"manifest {record.manifest_cid} matches its CID")
+    _check_parent(client, contracts, record, manifest, verdict)
+    if manifest.trained_by == TRAINED_EXTERNALLY:
+        verdict.notes.append(EXTERNAL_NOTE)
+    elif manifest.trained_by != TRAINED_HERE:
+        verdict.reasons.append(f"manifest says the adapter was trained by {manifest.trained_by!r}, which is unknown")
 
     if config_hash(manifest.training_config) != record.config_hash or manifest.config_hash != record.config_hash:
         verdict.reasons.append("training configuration hash differs from the registered one")
@@ -82,6 +89,33 @@ def verify_model(client: ChainClient, contracts: Contracts, store: ContentStore,
             f"lineage root {record.lineage_root} recomputed over {len(manifest.contributions)} contributions"
         )
     return verdict
+
+
+EXTERNAL_NOTE = ("adapter trained outside the Model Factory: the contributions it was trained on are its builder's "
+                 "declaration; their Merkle root, approvals and the adapter's hash are checked, the training itself "
+                 "was not reproduced here")
+
+
+def _check_parent(client: ChainClient, contracts: Contracts, record: ModelRecord, manifest: Manifest,
+                  verdict: Verdict) -> None:
+    """A new version names its parent in the manifest and on chain: the two agree, and the parent is
+    a registered model of the same owner, registered before it."""
+    if manifest.parent_id != record.parent_id:
+        verdict.reasons.append(f"manifest names parent model {manifest.parent_id or 'none'}, the chain "
+                               f"{record.parent_id or 'none'}")
+        return
+    if record.parent_id == 0:
+        verdict.checks.append("no parent model, in the manifest and on chain")
+        return
+    if not client.call(contracts.models.functions.exists(record.parent_id)) or record.parent_id >= record.model_id:
+        verdict.reasons.append(f"parent model {record.parent_id} is not a model registered before this one")
+        return
+    parent = ModelRecord.fetch(client, contracts, record.parent_id)
+    if parent.owner.lower() != record.owner.lower():
+        verdict.reasons.append(f"parent model {record.parent_id} belongs to {parent.owner}, not to this model's owner")
+        return
+    verdict.checks.append(f"parent model {record.parent_id} ({parent.name}) exists, has the same owner, and is "
+                          "named by the manifest and the chain alike")
 
 
 def _registered_contribution_ids(contracts: Contracts, model_id: int) -> list[int]:

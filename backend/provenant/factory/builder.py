@@ -29,6 +29,7 @@ from provenant.factory.evaluation import per_datanet_metrics
 from provenant.factory.lineage import LineageEntry, Manifest, config_hash, lineage_root, sha256_0x
 from provenant.factory.selection import (Candidate, ContributionPlan, SelectionError, SelectionFilters,
                                          plan_selection, summarize)
+from provenant.factory.replicas import ReplicaFinished
 from provenant.factory.train import Checkpoints, Example, LoraSettings, fit_classifier
 from provenant.serving.lora import CAUSAL_TASK
 from provenant.store.blockstore import ContentStore
@@ -50,6 +51,12 @@ class ModelRequest:
     settings: LoraSettings = field(default_factory=LoraSettings)
     index_settings: IndexSettings = field(default_factory=IndexSettings)
     filters: SelectionFilters = field(default_factory=SelectionFilters)
+    parent_id: int = 0  # the model this is a new version of (0: none); must be the builder's own
+    device: str | None = None  # auto (CUDA when present) | cpu | cuda[:N]; where it ran is in the metrics
+
+
+class ParentError(ValueError):
+    """A parent model that does not exist, or that the builder does not own."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,38 @@ class ModelFactory:
         self.store = store
         self.datanets = datanets
 
+    def check_parent(self, owner: str, parent_id: int) -> None:
+        """Refuse, before any training, a parent the registry would refuse at registration: the
+        registry lets only a model's owner register versions of it."""
+        if parent_id == 0:
+            return
+        if parent_id < 0 or not self.client.call(self.contracts.models.functions.exists(parent_id)):
+            raise ParentError(f"parent model {parent_id} does not exist")
+        parent_owner = str(self.client.call(self.contracts.models.functions.ownerOf(parent_id)))
+        if parent_owner.lower() != owner.lower():
+            raise ParentError(f"parent model {parent_id} belongs to {parent_owner}, not {owner}: only a model's "
+                              "owner may register new versions of it")
+
+    def preflight(self, datanet_ids: tuple[int, ...], filters: SelectionFilters, seed: int) -> None:
+        """Raise the SelectionError that selecting would raise, from on-chain data only (row counts,
+        submission blocks; no contribution is fetched): for refusing a job before it is queued.
+        Datanets that do not exist, or hold no approved contribution, are left to `select`."""
+        count = self.datanets.count()
+        known = tuple(d for d in datanet_ids if 0 < d <= count)
+        unknown = sorted((set(filters.max_rows) | set(filters.weights)) - set(datanet_ids))
+        if unknown:
+            raise SelectionError(f"row caps or weights name Datanets {unknown}, which are not being trained on")
+        if len(known) < len(datanet_ids):
+            return
+        self.task_of(known)
+        records = [r for r in self.datanets.contributions() if r.datanet_id in known and r.status == Status.APPROVED]
+        if not records or filters.is_default:
+            return
+        blocks = self._submission_blocks(tuple(records), need_time=filters.from_time is not None
+                                         or filters.to_time is not None)
+        plan_selection([Candidate(r.contribution_id, r.datanet_id, r.contributor, r.row_count,
+                                  *blocks[r.contribution_id]) for r in records], filters, seed)
+
     def task_of(self, datanet_ids: tuple[int, ...]) -> str:
         """The model task the Datanets' row formats train; mixing classification with text refuses."""
         formats = {d: self.datanets.get(d).rules.task for d in datanet_ids}
@@ -220,6 +259,7 @@ class ModelFactory:
     def build(
         self, builder: LocalAccount, request: ModelRequest, progress: Callable[[dict], None] | None = None
     ) -> RegisteredModel:
+        self.check_parent(builder.address, request.parent_id)
         selection = self.select(request.datanet_ids, filters=request.filters, seed=request.settings.seed)
         manifest, manifest_cid = self.make(request, selection, progress=progress)
         model_id = self.register(builder, request, manifest, manifest_cid)
@@ -273,6 +313,7 @@ class ModelFactory:
             selection={"cid": selection_cid, "held_out": selection.held_out(), "per_datanet": summary},
             span_index_cid=span_cid,
             span_index_sha256=span_sha256,
+            parent_id=request.parent_id,
         )
         return manifest, self.store.put(manifest.to_bytes())
 
@@ -284,7 +325,9 @@ class ModelFactory:
         labels = {ex.label for ex in examples}
         held = [ex for ex in selection.examples(held_out=True) if ex.label in labels]  # unseen labels cannot score
         trained, model = fit_classifier(examples, request.settings, base_model=request.base_model,
-                                        eval_examples=held, progress=progress, checkpoints=checkpoints)
+                                        eval_examples=held, progress=progress, checkpoints=checkpoints,
+                                        device=request.device)
+        ReplicaFinished.raise_unless_main()
         per_datanet = per_datanet_metrics(CLASSIFICATION, model, request.base_model, held, trained.config,
                                           request.settings)
         classifier = Classifier.load(trained.adapter_bytes, trained.config)
@@ -306,7 +349,9 @@ class ModelFactory:
         held = selection.lm_examples(held_out=True)
         examples = selection.lm_examples()
         trained, model = fit_causal_lm(examples, request.settings, request.base_model,
-                                       eval_examples=held, progress=progress, checkpoints=checkpoints)
+                                       eval_examples=held, progress=progress, checkpoints=checkpoints,
+                                       device=request.device)
+        ReplicaFinished.raise_unless_main()
         per_datanet = per_datanet_metrics(CAUSAL_TASK, model, request.base_model, held, trained.config,
                                           request.settings)
         base = load_causal_base_model(request.base_model)
@@ -342,7 +387,7 @@ class ModelFactory:
             manifest.adapter_cid,
             bytes.fromhex(manifest.adapter_hash[2:]),
             manifest_cid,
-            0,
+            manifest.parent_id,  # the manifest's, so that chain and manifest cannot disagree
             request.price_per_call,
             request.server,
         )

@@ -10,6 +10,11 @@ was frozen before training began (the rows that train and the held-out rows, sto
 
 When the runner holds a builder key (the CLI), a finished job registers its model on chain;
 otherwise (the web app) the result carries the registration fields for the owner's wallet.
+
+A job of kind "external" trains nothing: it checks an adapter trained elsewhere (stored by CID
+before the job is queued) against its base model and declared contributions, and indexes and
+stores it like a trained one (factory/external.py); it runs in the same queue because loading
+models and building indexes must not race a training's process-global RNG.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ if TYPE_CHECKING:  # torch, transformers and peft load on the first job, not at 
     from provenant.factory.builder import ModelFactory, ModelRequest
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+TRAIN, EXTERNAL = "train", "external"  # job kinds
 PROGRESS_EVERY_S = 0.5  # job.json is rewritten at most this often while training
 LOSS_HISTORY_MAX = 512  # loss points kept per job (~25 KB of job.json)
 
@@ -54,6 +60,10 @@ class Job:
     result: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     cancel_requested: bool = False
+    parent_id: int = 0  # the model this job's model is a new version of (0: none)
+    kind: str = TRAIN
+    # Kind "external": {"adapter_cid", "peft_config", "contribution_ids" (None: all approved of the Datanets)}
+    external: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 
@@ -65,7 +75,8 @@ class Job:
         return ModelRequest(name=self.name, datanet_ids=tuple(self.datanet_ids), server=self.server,
                             price_per_call=self.price_per_call, base_model=self.base_model,
                             settings=LoraSettings.from_dict(self.settings),
-                            filters=SelectionFilters.from_dict(self.filters) if self.filters else SelectionFilters())
+                            filters=SelectionFilters.from_dict(self.filters) if self.filters else SelectionFilters(),
+                            parent_id=self.parent_id)
 
 
 class JobStore:
@@ -78,11 +89,13 @@ class JobStore:
             raise KeyError(job_id)
         return self.root / job_id / "job.json"
 
-    def create(self, *, owner: str, request: ModelRequest) -> Job:
+    def create(self, *, owner: str, request: ModelRequest, external: dict[str, Any] | None = None) -> Job:
         job = Job(job_id=secrets.token_hex(8), owner=owner, name=request.name, datanet_ids=list(request.datanet_ids),
                   settings=request.settings.to_dict(), base_model=request.base_model, server=request.server,
                   price_per_call=request.price_per_call,
-                  filters={} if request.filters.is_default else request.filters.to_dict())
+                  filters={} if request.filters.is_default else request.filters.to_dict(),
+                  parent_id=request.parent_id, kind=EXTERNAL if external is not None else TRAIN,
+                  external=dict(external or {}))
         self.save(job)
         return job
 
@@ -172,8 +185,10 @@ class JobRunner:
         self._stop.set()
         self._wake.set()
 
-    def submit(self, *, owner: str, request: ModelRequest) -> Job:
-        job = self.store.create(owner=owner, request=request)
+    def submit(self, *, owner: str, request: ModelRequest, external: dict[str, Any] | None = None) -> Job:
+        """Queue a training, or with `external` ({"adapter_cid", "peft_config", "contribution_ids"}) the
+        registration of an adapter trained elsewhere."""
+        job = self.store.create(owner=owner, request=request, external=external)
         self._wake.set()
         return job
 
@@ -215,25 +230,13 @@ class JobRunner:
 
         try:
             request = job.request()
-            if job.selection_cid is None and job.contribution_ids is None:
-                selection = self.factory.select(tuple(job.datanet_ids), filters=request.filters,
-                                                seed=request.settings.seed)
-                job.selection_cid = self.factory.freeze(selection)
-                job.contribution_ids = [r.contribution_id for r in selection.records]
-                job.progress = {"stage": "selected", "selection_cid": job.selection_cid, "task": selection.task,
-                                "per_datanet": selection.summary()}
-                self.store.save(job)  # frozen before training: a resume trains on exactly these rows
-            elif job.selection_cid is not None:
-                selection = self.factory.load_frozen(job.selection_cid)
-            else:  # a job frozen before selections were stored by CID: every row of those contributions
-                selection = self.factory.select(tuple(job.datanet_ids), only=tuple(job.contribution_ids or ()))
-            manifest, manifest_cid = self.factory.make(request, selection, progress=progress,
-                                                       checkpoints=FileCheckpoints(self.store, job_id),
-                                                       selection_cid=job.selection_cid)
+            make = self._make_external if job.kind == EXTERNAL else self._make_trained
+            manifest, manifest_cid = make(job, request, progress)
             job = self.store.get(job_id)
             job.result = {"manifest_cid": manifest_cid, "adapter_cid": manifest.adapter_cid,
                           "adapter_hash": manifest.adapter_hash, "lineage_root": manifest.lineage_root,
-                          "task": manifest.task, "metrics": manifest.metrics,
+                          "task": manifest.task, "parent_id": manifest.parent_id,
+                          "trained_by": manifest.trained_by or "factory", "metrics": manifest.metrics,
                           "per_datanet": manifest.metrics.get("per_datanet", {}),
                           "registration": self.factory.registration(job.request(), manifest, manifest_cid)}
             if self.builder is not None:
@@ -248,3 +251,26 @@ class JobRunner:
         job.progress_history = history
         self.store.save(job)
         return job
+
+    def _make_trained(self, job: Job, request: ModelRequest, progress: Callable[[dict], None]) -> tuple[Any, str]:
+        if job.selection_cid is None and job.contribution_ids is None:
+            selection = self.factory.select(tuple(job.datanet_ids), filters=request.filters, seed=request.settings.seed)
+            job.selection_cid = self.factory.freeze(selection)
+            job.contribution_ids = [r.contribution_id for r in selection.records]
+            job.progress = {"stage": "selected", "selection_cid": job.selection_cid, "task": selection.task,
+                            "per_datanet": selection.summary()}
+            self.store.save(job)  # frozen before training: a resume trains on exactly these rows
+        elif job.selection_cid is not None:
+            selection = self.factory.load_frozen(job.selection_cid)
+        else:  # a job frozen before selections were stored by CID: every row of those contributions
+            selection = self.factory.select(tuple(job.datanet_ids), only=tuple(job.contribution_ids or ()))
+        return self.factory.make(request, selection, progress=progress,
+                                 checkpoints=FileCheckpoints(self.store, job.job_id), selection_cid=job.selection_cid)
+
+    def _make_external(self, job: Job, request: ModelRequest, progress: Callable[[dict], None]) -> tuple[Any, str]:
+        from provenant.factory.external import make_external, parse_peft_adapter
+
+        adapter = parse_peft_adapter(self.factory.store.get(job.external["adapter_cid"]), job.external["peft_config"])
+        declared = job.external.get("contribution_ids")
+        return make_external(self.factory, request, adapter, None if declared is None else tuple(declared),
+                             progress=progress)

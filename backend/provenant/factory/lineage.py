@@ -17,7 +17,11 @@ from provenant.merkle import StandardMerkleTree
 
 LEAF_TYPES = ["uint256", "bytes32", "bytes32"]
 MANIFEST_FORMAT = "provenant.manifest/1"
-_OPTIONAL_EMPTY = ("span_index_cid", "span_index_sha256")  # left out of the bytes while empty
+# Left out of the bytes while empty (or 0), so that a manifest made before the field existed
+# re-serialises to its own bytes (and CID).
+_OPTIONAL_EMPTY = ("span_index_cid", "span_index_sha256", "parent_id", "trained_by")
+TRAINED_HERE = ""  # `trained_by` of a model the Model Factory trained (every manifest before external imports)
+TRAINED_EXTERNALLY = "external"  # an adapter trained elsewhere and registered with its declared lineage
 
 
 @dataclass(frozen=True)
@@ -77,12 +81,23 @@ class Manifest:
     # sha256 of its bytes. Empty in classifier manifests and in LM manifests made before span attribution.
     span_index_cid: str = ""
     span_index_sha256: str = ""
+    # The model this one is a new version of (its on-chain id; 0: none). Registered on chain too,
+    # and `verify model` checks that the two agree and that the parent exists.
+    parent_id: int = 0
+    # Who trained the adapter: TRAINED_HERE (the Model Factory, from the frozen selection) or
+    # TRAINED_EXTERNALLY (elsewhere; the builder declares the contributions it trained on, and
+    # nothing here reproduces or vouches for the training itself).
+    trained_by: str = TRAINED_HERE
+
+    @property
+    def external(self) -> bool:
+        return self.trained_by == TRAINED_EXTERNALLY
 
     def to_bytes(self) -> bytes:
         data = asdict(self)
         for key in _OPTIONAL_EMPTY:
             if not data[key]:
-                del data[key]  # an older manifest re-serialises to its own bytes (and CID)
+                del data[key]
         return canonical_json(data)
 
     @classmethod

@@ -77,6 +77,12 @@ def _one_gpu_per_local_process() -> bool:
     return torch.cuda.is_available() and local_world <= torch.cuda.device_count()
 
 
-def is_main_process() -> bool:
-    """False only in the non-zero ranks of a torchrun job (they train, then leave the rest to rank 0)."""
-    return int(os.environ.get("RANK", "0")) == 0
+class ReplicaFinished(Exception):
+    """Raised in a non-zero rank of a torchrun job once training is done: rank 0 alone evaluates,
+    indexes, stores and registers (the CLI exits quietly on it)."""
+
+    @classmethod
+    def raise_unless_main(cls) -> None:
+        rank = int(os.environ.get("RANK", "0"))
+        if rank != 0:
+            raise cls(f"rank {rank} finished training; rank 0 stores and registers the model")
