@@ -12,13 +12,9 @@ docs/screenshots/agents-*.png).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import time
 import urllib.error
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -34,8 +30,8 @@ from provenant.chain.devnet import Devnet, free_port
 from provenant.chain.keys import dev_accounts
 from provenant.serving.devstack import ServingStack, build_stack
 from provenant.serving.settings import ServingSettings
-from test_web_app import CHROMIUM, CHROMIUM_ARGS, DESKTOP, DIST, NO_PLAYWRIGHT, PHONE, ROOT, SHOTS, Console, _get, \
-    playwright_sync
+from web_support import PHONE, SHOTS, browser, get, new_page, open_page, page_overflow, require_browser_tools, \
+    serve_backend, shots_on_failure  # noqa: F401 - fixture used by name
 
 EARNED = 5 * 10**18
 ROYALTY_PPM = 250_000
@@ -80,12 +76,7 @@ def _plan(models: list[str], payee: str) -> list[Step]:
 
 @pytest.fixture(scope="module")
 def stack(anvil: Devnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentStack]:
-    if playwright_sync is None:
-        pytest.fail(NO_PLAYWRIGHT)
-    if not (DIST / "index.html").exists():
-        pytest.fail("web/dist is not built: run `make setup` (npm ci && npm run build in web/)")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: run `bash scripts/ensure-chromium.sh`")
+    require_browser_tools()
     probe = ChainClient(anvil.rpc_url)
     snapshot = probe.w3.provider.make_request("evm_snapshot", [])["result"]
     workdir = tmp_path_factory.mktemp("web-agents")
@@ -115,65 +106,31 @@ def stack(anvil: Devnet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
     (agent_dir(home, agent.agent_id) / tampered_file).write_text(json.dumps(tampered))
 
     port = free_port()
-    log_path = workdir / "app.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, anvil.rpc_url, str(home), str(port)], cwd=ROOT,
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                _get(f"{url}/v1/config")
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    pytest.fail(f"the backend did not start:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.3)
-        yield AgentStack(url=url, serving=serving, agent_id=agent.agent_id, actions=[a.hash for a in run.actions],
-                         model_names=names, tampered_file=tampered_file)
+        with serve_backend([sys.executable, "-c", LAUNCH, anvil.rpc_url, str(home), str(port)], port,
+                           workdir / "app.log", "the backend") as url:
+            yield AgentStack(url=url, serving=serving, agent_id=agent.agent_id, actions=[a.hash for a in run.actions],
+                             model_names=names, tampered_file=tampered_file)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         serving.stop()
         probe.w3.provider.make_request("evm_revert", [snapshot])
 
 
-@pytest.fixture(scope="module")
-def browser(stack: AgentStack):  # type: ignore[no-untyped-def]
-    with playwright_sync.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
-
-
 @pytest.fixture()
-def page(browser, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    ctx = browser.new_context(viewport=DESKTOP)
-    pg = ctx.new_page()
-    pg.set_default_timeout(30_000)
-    pg.console = Console(pg)  # type: ignore[attr-defined]
-    failures_before = request.session.testsfailed
-    yield pg
-    if request.session.testsfailed > failures_before:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        pg.screenshot(path=str(SHOTS / f"FAILED-{request.node.name}.png"), full_page=True)
-    ctx.close()
+def page(browser, stack: AgentStack, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    pg = new_page(browser, timeout_ms=30_000)
+    with shots_on_failure(request, {request.node.name: pg}):
+        yield pg
+    pg.context.close()
 
 
 def _open(page, stack: AgentStack, route: str) -> None:  # type: ignore[no-untyped-def]
-    page.goto(f"{stack.url}/#/{route}")
-    page.wait_for_selector("main h1")
-    page.wait_for_function("() => !document.querySelector('main [role=status]:not(.notice)')")
+    # The agent page keeps a role=status notice (a bundle that did not verify): only the rest is loading.
+    open_page(page, stack, route, loading="main [role=status]:not(.notice)")
 
 
 def _json(url: str) -> dict:
-    return json.loads(_get(url, timeout=60))
+    return json.loads(get(url, timeout=60))
 
 
 def test_api_serves_only_verified_actions_and_names_the_refused_bundle(stack: AgentStack) -> None:
@@ -195,7 +152,7 @@ def test_api_serves_only_verified_actions_and_names_the_refused_bundle(stack: Ag
     for missing, code in ((f"{stack.url}/v1/agents/999", 404), (f"{base}/actions/0x" + "ab" * 32, 404),
                           (f"{base}/actions/0x12", 422)):
         with pytest.raises(urllib.error.HTTPError) as err:
-            _get(missing, timeout=30)
+            get(missing, timeout=30)
         assert err.value.code == code, missing
 
 
@@ -237,7 +194,7 @@ def test_agent_page_shows_the_graph_and_an_actions_ancestry(page, stack: AgentSt
     page.set_viewport_size(PHONE)
     _open(page, stack, f"agents/{stack.agent_id}")
     page.get_by_test_id("action-detail").wait_for()
-    overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    overflow = page_overflow(page)
     assert overflow <= 1, f"the agent page is {overflow}px wider than the phone viewport"
     page.screenshot(path=str(SHOTS / f"agents-{stack.agent_id}-phone.png"), full_page=True)
     assert page.console.errors == []

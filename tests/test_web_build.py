@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-DIST = ROOT / "web" / "dist"
+from web_support import DIST, ROOT
 
 
 def test_the_abis_the_web_app_calls_match_the_compiled_contracts() -> None:

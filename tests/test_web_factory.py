@@ -1,13 +1,13 @@
 """The Model Factory page (web/src/pages/factory*.tsx, issue 5) in real headless Chromium against a
 real anvil and the real backend (`provenant app`).
 
-The stack, browser and page fixtures are test_web_app's (imported: this module gets its own anvil
-and backend). On top of its classification Datanet #1 this module creates a plain-text Datanet
-(task "text") with approved contributions from two contributors, so that a filter visibly changes
-what trains: the page launches a tiny-llama job that leaves one contributor out, caps the rows and
-holds a quarter out, follows its progress, then shows the held-out metrics per Datanet. A bad
-filter is stopped by the page (nothing sent) or refused by the server (its 422 message shown next
-to the filters). Screenshots go to docs/screenshots/factory-*.png.
+The stack, browser and page fixtures are web_support's, as in test_web_app (imported: this module
+gets its own anvil and backend). On top of its classification Datanet #1 this module creates a
+plain-text Datanet (task "text") with approved contributions from two contributors, so that a filter
+visibly changes what trains: the page launches a tiny-llama job that leaves one contributor out,
+caps the rows and holds a quarter out, follows its progress, then shows the held-out metrics per
+Datanet. A bad filter is stopped by the page (nothing sent) or refused by the server (its 422
+message shown next to the filters). Screenshots go to docs/screenshots/factory-*.png.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import pytest
 from provenant.chain.keys import dev_accounts
 from provenant.datanets.service import DatanetService
 from provenant.store import open_store
-from test_web_app import CURATOR, DESKTOP, PHONE, ROOT, USER, Stack, _connect, _get, _open, browser, page, \
-    playwright_sync, stack  # noqa: F401 - fixtures used by name
+from web_support import CURATOR, DESKTOP, PHONE, ROOT, USER, Stack, browser, connect, get, open_page, page, \
+    page_overflow, playwright_sync, stack  # noqa: F401 - fixtures used by name
 
 SHOTS = ROOT / "docs" / "screenshots"
 OTHER = dev_accounts()[4]
@@ -35,12 +35,8 @@ OTHER_ROWS = [f"Note {i}: returns are free within {i + 14} days of delivery." fo
 REFUSED_422 = "console.error: Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"
 
 
-def _overflow(pg) -> int:  # type: ignore[no-untyped-def]
-    return int(pg.evaluate("() => document.documentElement.scrollWidth - window.innerWidth"))
-
-
 def _jobs(stack: Stack) -> list[dict]:
-    return json.loads(_get(f"{stack.url}/v1/jobs"))
+    return json.loads(get(f"{stack.url}/v1/jobs"))
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +67,8 @@ def _fill_job(pg, datanet_id: int, name: str) -> None:  # type: ignore[no-untype
 def test_a_filtered_tiny_llama_job_shows_live_progress_then_metrics_per_datanet(page, stack: Stack, text_datanet: int) -> None:  # noqa: F811
     SHOTS.mkdir(parents=True, exist_ok=True)
     d = text_datanet
-    _open(page, stack, "factory")
-    _connect(page)
+    open_page(page, stack, "factory")
+    connect(page)
     assert page.get_by_test_id("lora-target_modules").input_value() == ""  # the server picks the base's modules
     _fill_job(page, d, "faq-lm")
     page.get_by_test_id("filter-exclude").fill(OTHER.address.lower())
@@ -105,14 +101,14 @@ def test_a_filtered_tiny_llama_job_shows_live_progress_then_metrics_per_datanet(
     held_loss = float(cells[4])
     assert held_loss > 0 and float(cells[5]) > 1.0  # perplexity of a causal LM
 
-    job = json.loads(_get(f"{stack.url}/v1/jobs/{job_id}"))
+    job = json.loads(get(f"{stack.url}/v1/jobs/{job_id}"))
     assert job["filters"]["exclude_contributors"] == [OTHER.address.lower()] and job["filters"]["held_out"] == 0.25
     assert job["filters"]["max_rows"] == {str(d): 8}
     assert job["settings"]["target_modules"] == ["q_proj", "v_proj"]  # the server's default for Llama bases
     assert abs(job["result"]["per_datanet"][str(d)]["eval_loss"] - held_loss) < 1e-4
     page.screenshot(path=str(SHOTS / "factory-job-metrics-desktop.png"), full_page=True)
     page.set_viewport_size(PHONE)
-    assert _overflow(page) <= 1, "the job view is wider than the phone viewport"
+    assert page_overflow(page) <= 1, "the job view is wider than the phone viewport"
     page.screenshot(path=str(SHOTS / "factory-job-metrics-phone.png"), full_page=True)
     assert page.console.errors == []
 
@@ -120,8 +116,8 @@ def test_a_filtered_tiny_llama_job_shows_live_progress_then_metrics_per_datanet(
 def test_bad_filters_are_stopped_by_the_page_or_refused_by_the_server_with_its_message(page, stack: Stack, text_datanet: int) -> None:  # noqa: F811
     d = text_datanet
     before = len(_jobs(stack))
-    _open(page, stack, "factory")
-    _connect(page)
+    open_page(page, stack, "factory")
+    connect(page)
     _fill_job(page, d, "bad-filters")
     # Caught in the page: nothing is sent.
     page.get_by_test_id("filter-contributors").fill("0x1234")
@@ -152,7 +148,7 @@ def test_bad_filters_are_stopped_by_the_page_or_refused_by_the_server_with_its_m
     page.get_by_test_id("filter-range").select_option("time")
     page.set_viewport_size(PHONE)
     time.sleep(0.2)
-    assert _overflow(page) <= 1, "the factory form is wider than the phone viewport"
+    assert page_overflow(page) <= 1, "the factory form is wider than the phone viewport"
     page.screenshot(path=str(SHOTS / "factory-filters-phone.png"), full_page=True)
     page.set_viewport_size(DESKTOP)
     # Chromium logs the refused launch's HTTP 422 itself; nothing else may appear.
@@ -177,8 +173,8 @@ def labelled_rows(stack: Stack) -> int:  # noqa: F811 - the imported fixture
 
 def test_a_classifier_shows_held_out_accuracy_and_an_uncached_hub_id_fails_with_its_reason(page, stack: Stack, labelled_rows: int) -> None:  # noqa: F811
     d = labelled_rows
-    _open(page, stack, "factory")
-    _connect(page)
+    open_page(page, stack, "factory")
+    connect(page)
     page.get_by_test_id("job-name").fill("ticket-router")
     page.get_by_test_id(f"job-datanet-{d}").check()
     page.get_by_test_id("base-model").select_option("tiny-encoder")
@@ -187,7 +183,7 @@ def test_a_classifier_shows_held_out_accuracy_and_an_uncached_hub_id_fails_with_
     page.get_by_test_id("launch-job").click()
     page.locator("[data-testid=job][data-state=succeeded]").wait_for(timeout=120_000)
     job_id = page.evaluate("() => location.hash.split('/').pop()")
-    job = json.loads(_get(f"{stack.url}/v1/jobs/{job_id}"))
+    job = json.loads(get(f"{stack.url}/v1/jobs/{job_id}"))
     metrics = job["result"]["per_datanet"][str(d)]
     assert metrics["held_out_rows"] == 3 and metrics["train_rows"] == 9
     assert job["settings"]["target_modules"] == ["query", "value"]
@@ -199,7 +195,7 @@ def test_a_classifier_shows_held_out_accuracy_and_an_uncached_hub_id_fails_with_
     page.screenshot(path=str(SHOTS / "factory-job-classifier-desktop.png"), full_page=True)
 
     # A typed Hugging Face id: sent as is; the server loads only from its local cache, and says so.
-    _open(page, stack, "factory")
+    open_page(page, stack, "factory")
     page.get_by_test_id("job-name").fill("hub-model")
     page.get_by_test_id(f"job-datanet-{d}").check()
     page.get_by_test_id("base-model").select_option("hf")

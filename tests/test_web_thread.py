@@ -12,25 +12,20 @@ The backend is the real app (provenant.api.app.create_app) with the serving rout
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from provenant.chain.client import ChainClient
-from provenant.chain.deploy import deploy_all
-from provenant.chain.devnet import free_port, start_anvil
+from provenant.chain.devnet import free_port
 from provenant.chain.keys import dev_accounts
 from provenant.payments.vouchers import Voucher
 from provenant.serving.calllog import CallLog
 from provenant.settlement.attributor import Attributor
 from provenant.store import open_store
-from test_web_app import CHROMIUM, CHROMIUM_ARGS, DESKTOP, DIST, NO_PLAYWRIGHT, PHONE, ROOT, SHOTS, Console, Stack, _get, \
-    _open, _wallet_script, playwright_sync
+from web_support import DESKTOP, PHONE, ROOT, SHOTS, Stack, browser, connect, deployed_chain, get, new_page, \
+    open_page, page_overflow, require_browser_tools, serve_backend, shots_on_failure  # noqa: F401 - fixture used by name
 
 SAMPLES = ROOT / "backend" / "provenant" / "demo" / "samples"
 ADMIN, SERVER, CONTRIBUTOR, CONSUMER, ATTRIBUTOR = (dev_accounts()[i] for i in (0, 2, 3, 4, 5))
@@ -66,52 +61,16 @@ uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 @pytest.fixture(scope="module")
 def thread_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    if playwright_sync is None:
-        pytest.fail(NO_PLAYWRIGHT)
-    if not (DIST / "index.html").exists():
-        pytest.fail("web/dist is not built: run `make setup`")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: run `bash scripts/ensure-chromium.sh`")
+    require_browser_tools()
     base = tmp_path_factory.mktemp("web-thread")
-    home = base / "home"
-    with start_anvil(log_path=base / "anvil.log") as devnet:
-        client = ChainClient(devnet.rpc_url)
-        contracts = deploy_all(client, ADMIN, home, protocol_treasury=dev_accounts()[1].address)
+    with deployed_chain(base, ADMIN) as (devnet, client, contracts):
         client.transact(ADMIN, contracts.token.functions.transfer(CONSUMER.address, 10 * 10**18))
         role = client.call(contracts.settlement.functions.ATTRIBUTOR_ROLE())
         client.transact(ADMIN, contracts.settlement.functions.grantRole(role, ATTRIBUTOR.address))
         port = free_port()
-        log = (base / "app.log").open("wb")
-        proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, devnet.rpc_url, str(home), str(port), "2"],
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 90
-            while True:
-                try:
-                    _get(f"{url}/v1/config")
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        log.flush()
-                        pytest.fail(f"the backend did not start:\n{(base / 'app.log').read_text()[-3000:]}")
-                    time.sleep(0.2)
-            yield Stack(devnet, home, contracts, client, url)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
-
-
-@pytest.fixture(scope="module")
-def thread_browser(thread_stack: Stack):  # type: ignore[no-untyped-def]
-    with playwright_sync.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
+        argv = [sys.executable, "-c", _LAUNCHER, devnet.rpc_url, str(base / "home"), str(port), "2"]
+        with serve_backend(argv, port, base / "app.log", "the backend") as url:
+            yield Stack(devnet, base / "home", contracts, client, url)
 
 
 class Roles:
@@ -122,12 +81,8 @@ class Roles:
 
     def page(self, name: str, account: str):  # type: ignore[no-untyped-def]
         if name not in self.pages:
-            ctx = self.browser.new_context(viewport=DESKTOP)
-            ctx.add_init_script(_wallet_script(self.stack.devnet.rpc_url, account))
-            pg = ctx.new_page()
-            pg.set_default_timeout(20_000)
-            pg.console = Console(pg)  # type: ignore[attr-defined]
-            self.pages[name] = pg
+            self.pages[name] = new_page(self.browser, timeout_ms=20_000, rpc_url=self.stack.devnet.rpc_url,
+                                        account=account)
         return self.pages[name]
 
     def console_errors(self) -> dict[str, list[str]]:
@@ -135,21 +90,12 @@ class Roles:
 
 
 @pytest.fixture()
-def roles(thread_browser, thread_stack: Stack, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    r = Roles(thread_browser, thread_stack)
-    failures_before = request.session.testsfailed
-    yield r
-    if request.session.testsfailed > failures_before:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        for name, pg in r.pages.items():
-            pg.screenshot(path=str(SHOTS / f"FAILED-thread-{name}.png"), full_page=True)
+def roles(browser, thread_stack: Stack, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    r = Roles(browser, thread_stack)
+    with shots_on_failure(request, r.pages, prefix="thread-"):
+        yield r
     for pg in r.pages.values():
         pg.context.close()
-
-
-def _connect(page) -> None:  # type: ignore[no-untyped-def]
-    page.get_by_test_id("connect").click()
-    page.get_by_test_id("account").wait_for()
 
 
 def _balance(stack: Stack, account: str) -> int:
@@ -162,8 +108,8 @@ def test_full_thread_in_the_browser(roles: Roles, thread_stack: Stack) -> None:
     # 0. The curator creates the Datanet on its page: metadata stored by CID, then createDatanet.
     spec = json.loads((SAMPLES / "datanets.json").read_text())["datanets"][0]
     curator = roles.page("curator", CURATOR.address)
-    _open(curator, s, "datanets/new")
-    _connect(curator)
+    open_page(curator, s, "datanets/new")
+    connect(curator)
     curator.get_by_test_id("dn-name").fill(spec["name"])
     curator.get_by_test_id("dn-description").fill(spec["description"])
     curator.get_by_test_id("dn-task").select_option(spec["task"])
@@ -174,15 +120,15 @@ def test_full_thread_in_the_browser(roles: Roles, thread_stack: Stack) -> None:
     curator.get_by_test_id("datanet-created").wait_for(timeout=30_000)
     curator.locator("[data-testid=tx][data-status=confirmed]", has_text=f"Create Datanet {spec['name']}").wait_for()
     assert "Datanet #1 created" in curator.get_by_test_id("datanet-created").inner_text()
-    record = json.loads(_get(f"{s.url}/v1/datanets/1"))
+    record = json.loads(get(f"{s.url}/v1/datanets/1"))
     assert record["metadata"]["name"] == spec["name"] and record["metadata"]["labels"] == spec["labels"]
     assert s.client.call(s.contracts.datanets.functions.isCurator(1, CURATOR.address))
     s.wait_indexed(lambda: s.index("/datanets")["total"] == 1)
 
     # 1. The contributor drops a file on the Contribute page; the wallet records it on chain.
     contributor = roles.page("contributor", CONTRIBUTOR.address)
-    _open(contributor, s, "contribute/1")
-    _connect(contributor)
+    open_page(contributor, s, "contribute/1")
+    connect(contributor)
     contributor.get_by_test_id("file-input").set_input_files(str(SAMPLES / "alice_1.jsonl"))
     contributor.get_by_test_id("validation-ok").wait_for()
     contributor.get_by_test_id("submit-contribution").click()
@@ -190,7 +136,7 @@ def test_full_thread_in_the_browser(roles: Roles, thread_stack: Stack) -> None:
     s.wait_indexed(lambda: s.index("/contributions?datanet_id=1&status=pending")["total"] == 1)
 
     # 2. The curator approves it from the review queue, in one wallet transaction.
-    _open(curator, s, "curate/1")
+    open_page(curator, s, "curate/1")
     curator.get_by_test_id("pick-1").check()
     curator.get_by_test_id("approve").click()
     curator.locator("[data-testid=tx][data-status=confirmed]", has_text="Approve 1 contribution").wait_for()
@@ -200,8 +146,8 @@ def test_full_thread_in_the_browser(roles: Roles, thread_stack: Stack) -> None:
     #    the model from the wallet (the serving key is the builder's account: SERVER's dev key).
     started = time.monotonic()
     builder = roles.page("builder", SERVER.address)
-    _open(builder, s, "factory")
-    _connect(builder)
+    open_page(builder, s, "factory")
+    connect(builder)
     builder.get_by_test_id("job-name").fill("support-router")
     builder.get_by_test_id("job-datanet-1").check()
     builder.get_by_test_id("lora-epochs").fill("1")
@@ -226,10 +172,10 @@ def test_full_thread_in_the_browser(roles: Roles, thread_stack: Stack) -> None:
     builder.wait_for_function("() => location.hash === '#/models/1'")
     SHOTS.mkdir(parents=True, exist_ok=True)
     for route in (job_route, "factory"):
-        _open(builder, s, route)
+        open_page(builder, s, route)
         for size_name, size in (("desktop", DESKTOP), ("phone", PHONE)):
             builder.set_viewport_size(size)
-            overflow = builder.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+            overflow = page_overflow(builder)
             assert overflow <= 1, f"#/{route} is {overflow}px wider than the {size_name} viewport"
             name = "factory-job" if route == job_route else "factory-jobs"
             builder.screenshot(path=str(SHOTS / f"{name}-{size_name}.png"), full_page=True)
@@ -257,20 +203,20 @@ def test_full_thread_in_the_browser(roles: Roles, thread_stack: Stack) -> None:
     assert builder.get_by_test_id("register-model").count() == 0
 
     # The model page draws its lineage: model -> Datanet 1 -> contribution 1 -> the contributor.
-    _open(contributor, s, "models/1")
+    open_page(contributor, s, "models/1")
     assert "1 Datanet ← 1 contributions ← 1 contributors" in contributor.locator("figure.lineage figcaption").inner_text()
     SHOTS.mkdir(parents=True, exist_ok=True)
     for size_name, size in (("desktop", DESKTOP), ("phone", PHONE)):
         contributor.set_viewport_size(size)
-        overflow = contributor.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        overflow = page_overflow(contributor)
         assert overflow <= 1, f"the model page is {overflow}px wider than the {size_name} viewport"
         contributor.screenshot(path=str(SHOTS / f"models-1-{size_name}.png"), full_page=True)
     contributor.set_viewport_size(DESKTOP)
 
     # 4. The consumer deposits with a permit and calls the model in the playground.
     consumer = roles.page("consumer", CONSUMER.address)
-    _open(consumer, s, "playground")
-    _connect(consumer)
+    open_page(consumer, s, "playground")
+    connect(consumer)
     consumer.get_by_test_id("deposit-amount").fill("1")
     consumer.get_by_test_id("deposit").click()
     consumer.locator("[data-testid=tx][data-status=confirmed]", has_text="Deposit 1 PVN").wait_for()
@@ -300,7 +246,7 @@ def test_full_thread_in_the_browser(roles: Roles, thread_stack: Stack) -> None:
 
     # 6. The contributor claims on the Rewards page, in one transaction, and the balance moves.
     before = _balance(s, CONTRIBUTOR.address)
-    _open(contributor, s, "rewards")
+    open_page(contributor, s, "rewards")
     shown_before = contributor.get_by_test_id("balance").inner_text()
     assert "✔ matches the epoch's root" in contributor.locator("table").first.inner_text()
     contributor.get_by_test_id("claim-all").click()
