@@ -1,5 +1,6 @@
-"""Data-parallel training under torchrun: two real processes (Gloo on the CPU) train the same
-adapters as one process does, step for step, up to float summation order."""
+"""Where the Factory trains: data-parallel under torchrun (two real processes, Gloo on the CPU, train
+the same adapters as one process does, step for step, up to float summation order), the device
+choice, and QLoRA's refusal where it cannot run."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from safetensors.torch import load as load_safetensors
 
 from provenant.factory.base_models import load_base_model, load_causal_base_model
 from provenant.factory.devices import DeviceError, module_on, resolve_device
+from provenant.factory.qlora import QuantizationUnavailable
 from provenant.factory.train import Example, LoraSettings, fit_classifier
 from provenant.factory.train_lm import LmExample, build_lora_lm, fit_causal_lm
 
@@ -90,3 +92,15 @@ def test_moving_a_model_leaves_the_shared_base_where_it_was() -> None:
     assert all(p.device.type == "cpu" for p in base.model.parameters())
     assert all(p.device.type == "cpu" for p in model.parameters())
     assert [n for n, _ in moved.named_parameters()] == [n for n, _ in model.named_parameters()]
+
+
+def test_qlora_is_refused_where_it_cannot_run_and_recorded_where_it_can() -> None:
+    nf4 = LoraSettings(**{**LM_SETTINGS.to_dict(), "quantize_base": "nf4"})
+    assert "quantize_base" not in LM_SETTINGS.to_dict()  # configurations from before QLoRA keep their hash
+    assert nf4.to_dict()["quantize_base"] == "nf4" and LoraSettings.from_dict(nf4.to_dict()) == nf4
+    with pytest.raises(ValueError, match="quantize_base must be none or nf4"):
+        LoraSettings(quantize_base="int3")
+    with pytest.raises(QuantizationUnavailable, match="4-bit NF4 base.*needs a CUDA GPU; this training runs on cpu"):
+        fit_causal_lm(LM_ROWS, nf4, "tiny-llama", device="cpu")
+    with pytest.raises(ValueError, match="is for causal-LM bases"):
+        fit_classifier(CLS_ROWS, LoraSettings(**{**CLS_SETTINGS.to_dict(), "quantize_base": "nf4"}), "tiny-encoder")

@@ -89,19 +89,6 @@ class ExternalIn(BaseModel):
                            description="register as a new version of this model (the caller's); 0: none")
 
 
-def qlora_unavailable() -> str | None:
-    """Why 4-bit base loading cannot run here, or None when it can."""
-    import importlib.util
-
-    import torch
-
-    if not torch.cuda.is_available():
-        return "4-bit (QLoRA) base loading needs a CUDA GPU; this machine has none"
-    if importlib.util.find_spec("bitsandbytes") is None:
-        return "4-bit (QLoRA) base loading needs the bitsandbytes package, which is not installed"
-    return "4-bit (QLoRA) base loading is not wired into the Model Factory yet"
-
-
 def create_jobs_router(runner: JobRunner, require_session: Callable[..., Session]) -> APIRouter:
     router = APIRouter(prefix="/v1/jobs", tags=["factory"])
     store = runner.store
@@ -127,8 +114,14 @@ def create_jobs_router(runner: JobRunner, require_session: Callable[..., Session
                                                  422: {"description": "bad settings"}})
     def launch(body: JobIn, session: Session = Depends(require_session)) -> dict[str, Any]:
         """Queue a training job on the approved contributions of the chosen Datanets."""
-        if body.load_in_4bit:
-            raise HTTPException(422, qlora_unavailable())
+        if body.load_in_4bit:  # refused here, before a job exists, when this machine cannot run it
+            from provenant.factory.devices import resolve_device
+            from provenant.factory.qlora import QuantizationUnavailable, check_available
+
+            try:
+                check_available(resolve_device(None))
+            except QuantizationUnavailable as exc:
+                raise HTTPException(422, str(exc)) from None
         from provenant.factory.base_models import default_target_modules
         from provenant.factory.builder import ModelRequest  # torch loads here, not at server start
         from provenant.factory.selection import SelectionFilters
@@ -136,6 +129,7 @@ def create_jobs_router(runner: JobRunner, require_session: Callable[..., Session
 
         lora = body.lora.model_dump()
         lora["target_modules"] = tuple(lora["target_modules"] or default_target_modules(body.base_model))
+        lora["quantize_base"] = "nf4" if body.load_in_4bit else "none"
         try:
             settings = LoraSettings(**lora)
             filters = SelectionFilters(**body.filters.model_dump())

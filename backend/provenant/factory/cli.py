@@ -53,6 +53,8 @@ def train(name: str, datanets: Annotated[str, typer.Option(help="comma-separated
           weight: Annotated[Optional[list[str]], typer.Option(help="DATANET=W sampling weight (repeatable)")] = None,
           held_out: Annotated[float, typer.Option(help="fraction of each Datanet held out for evaluation")] = 0.1,
           parent: Annotated[int, typer.Option(help="register as a new version of this model id (yours)")] = 0,
+          quantize_base: Annotated[str, typer.Option(help="none, or nf4: QLoRA over a 4-bit base (causal LMs; "
+                                                         "needs a CUDA GPU and bitsandbytes)")] = "none",
           device: Annotated[str, typer.Option(help="auto (a CUDA GPU when present), cpu, cuda or cuda:N; "
                                                    "$PROVENANT_DEVICE sets auto's choice")] = "auto",
           rpc_url: RpcOpt = DEFAULT_RPC, home: HomeOpt = DEFAULT_HOME,
@@ -72,7 +74,7 @@ def train(name: str, datanets: Annotated[str, typer.Option(help="comma-separated
         default_target_modules(base_model)
     settings = LoraSettings(rank=rank, alpha=alpha, dropout=dropout, target_modules=targets,
                             learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, max_length=max_length,
-                            seed=seed)
+                            seed=seed, quantize_base=quantize_base)
     filters = SelectionFilters(contributors=tuple(contributor or ()), exclude_contributors=tuple(exclude_contributor or ()),
                                from_block=from_block, to_block=to_block, from_time=from_time, to_time=to_time,
                                max_rows=_per_datanet(max_rows or [], "--max-rows", int),  # type: ignore[arg-type]

@@ -49,6 +49,7 @@ class LoraSettings:
     batch_size: int = 16
     max_length: int = 64
     seed: int = 0
+    quantize_base: str = "none"  # "nf4": QLoRA over a 4-bit base (causal LMs, CUDA + bitsandbytes only)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
@@ -62,14 +63,18 @@ class LoraSettings:
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.max_length >= 2, "max_length must be >= 2"),
             (self.seed >= 0, "seed must be >= 0"),
+            (self.quantize_base in ("none", "nf4"), "quantize_base must be none or nf4"),
         ] if not ok]
         if problems:
             raise ValueError("invalid LoRA settings: " + "; ".join(problems))
 
     def to_dict(self) -> dict:
-        """JSON-able, key order fixed; used in the training-config hash."""
+        """JSON-able, key order fixed; used in the training-config hash. `quantize_base` appears only
+        when set, so every configuration that existed before it keeps its hash."""
         data = asdict(self)
         data["target_modules"] = list(self.target_modules)
+        if self.quantize_base == "none":
+            del data["quantize_base"]
         return data
 
     @classmethod
@@ -102,6 +107,9 @@ def fit_classifier(examples: Sequence[Example], settings: LoraSettings, base_mod
     (CUDA when present), "cpu", "cuda" or "cuda:N"; under torchrun, data-parallel."""
     if len(examples) == 0:
         raise ValueError("cannot train on zero examples")
+    if settings.quantize_base != "none":
+        raise ValueError(f"quantize_base={settings.quantize_base!r} (QLoRA) is for causal-LM bases; "
+                         "classifier bases train in float32")
     labels = sorted({ex.label for ex in examples})
     if len(labels) < 2:
         raise ValueError(f"a classifier needs at least 2 distinct labels, got {labels}")

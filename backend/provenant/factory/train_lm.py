@@ -32,6 +32,7 @@ from torch import nn
 from provenant.factory.base_models import ByteTokenizer, CausalBaseModel, load_causal_base_model
 from provenant.factory.devices import describe, module_on, resolve_device
 from provenant.factory.loop import Checkpoints, LoopSettings, run_epochs
+from provenant.factory.qlora import load_nf4_base
 from provenant.factory.replicas import Replicas
 from provenant.factory.train import LoraSettings, TrainedAdapter
 from provenant.serving.lora import CAUSAL_ADAPTER_FORMAT, CAUSAL_TASK
@@ -123,6 +124,12 @@ def build_lora_lm(base: CausalBaseModel, settings: LoraSettings) -> nn.Module:
     """A fresh LoRA view of the shared frozen base: A ~ kaiming-uniform (seeded), B = 0."""
     shared = {id(t): t for t in itertools.chain(base.model.parameters(), base.model.buffers())}
     model = copy.deepcopy(base.model, memo=shared)  # new module tree, the base's tensors
+    return add_lora(model, settings, base.name)
+
+
+def add_lora(model: nn.Module, settings: LoraSettings, base_name: str) -> nn.Module:
+    """Inject LoRA into `model` (any device, full-precision or 4-bit linears) and initialise it from
+    `settings.seed` on the CPU, so the initial adapter is the same wherever the training runs."""
     config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=list(settings.target_modules), bias="none")
     with torch.random.fork_rng(devices=[]):  # module constructors draw from the global RNG
@@ -130,18 +137,18 @@ def build_lora_lm(base: CausalBaseModel, settings: LoraSettings) -> nn.Module:
             model = inject_adapter_in_model(config, model)
         except ValueError as exc:
             raise ValueError(f"LoRA target_modules {list(settings.target_modules)} do not match the causal base "
-                             f"model {base.name!r}: {exc}") from exc
+                             f"model {base_name!r}: {exc}") from exc
     for name, param in model.named_parameters():
         param.requires_grad_(".lora_" in name)
     generator = torch.Generator().manual_seed(settings.seed)
     with torch.no_grad():
         for name, param in trainable(model):
+            values = torch.zeros(param.shape, dtype=torch.float32)
             if ".lora_A." in name:
-                nn.init.kaiming_uniform_(param, a=math.sqrt(5), generator=generator)  # peft's default
-            elif ".lora_B." in name:
-                param.zero_()
-            else:  # pragma: no cover - guards future peft variants (e.g. lora_embedding_*)
+                nn.init.kaiming_uniform_(values, a=math.sqrt(5), generator=generator)  # peft's default
+            elif ".lora_B." not in name:  # pragma: no cover - guards future peft variants (lora_embedding_*)
                 raise ValueError(f"unexpected trainable tensor {name}")
+            param.copy_(values)
     model.eval()
     return model
 
@@ -202,7 +209,10 @@ def fit_causal_lm(examples: Sequence[LmExample], settings: LoraSettings, base_mo
     where = resolve_device(device)
     replicas = Replicas.from_env(where)
     cpu_model = build_lora_lm(base, settings)
-    model = module_on(cpu_model, where)
+    if settings.quantize_base == "nf4":  # QLoRA: the same LoRA init over a 4-bit copy of the base
+        model = add_lora(load_nf4_base(base, where), settings, base.name)
+    else:
+        model = module_on(cpu_model, where)
 
     def batch_loss(idx: Sequence[int]) -> tuple[torch.Tensor, float]:
         ids, mask, labels = (t.to(where) for t in collate([rows[i] for i in idx], pad))
@@ -218,7 +228,8 @@ def fit_causal_lm(examples: Sequence[LmExample], settings: LoraSettings, base_mo
     metrics: dict = {"train_loss": result.epoch_losses, "seconds": result.seconds, "examples": len(rows),
                      "train_tokens": sum(sum(1 for t in r.labels[1:] if t != IGNORE) for r in rows),
                      "examples_per_second": result.examples_per_second, "threads": torch.get_num_threads(),
-                     "device": describe(where), "processes": replicas.world if replicas else 1}
+                     "device": describe(where), "processes": replicas.world if replicas else 1,
+                     "quantize_base": settings.quantize_base}
     if eval_examples:
         metrics.update(evaluate_lm(model, base, eval_examples, settings, where))
         if progress is not None:
