@@ -43,6 +43,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "backend"))
 LR, RANK, ALPHA, SEED = 5e-3, 8, 16, 0
 
 
+class Clock:
+    """Wall time and this process's CPU time (all threads) of the timed section. CPU time moves far
+    less than wall time when other jobs share the cores, so both are reported."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def stop(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
 def lm_rows(n: int, seed: int) -> list:
     """Prompt/completion rows: short questions about numbers with a deterministic answer."""
     import random
@@ -87,10 +98,10 @@ def arm_ours_lm(args: argparse.Namespace) -> dict:
 
     settings, base = lm_settings(args), load_causal_base_model("tiny-llama")
     train, held = lm_rows(args.rows, 1), lm_rows(args.eval_rows, 2)
-    started = time.perf_counter()
+    clock = Clock()
     adapter, model = fit_causal_lm(train, settings, "tiny-llama", device=args.device)
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "final_train_loss": adapter.metrics["train_loss"][-1],
+    seconds, cpu_seconds = clock.stop()
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "final_train_loss": adapter.metrics["train_loss"][-1],
             "eval_loss": lm_eval_loss(model, base, held, settings)}
 
 
@@ -117,7 +128,7 @@ def arm_peft_lm(args: argparse.Namespace) -> dict:
     settings, base = lm_settings(args), load_causal_base_model("tiny-llama")
     train, held = lm_rows(args.rows, 1), lm_rows(args.eval_rows, 2)
     model = build_tiny_llama()  # the same weights as the shared base (seeded)
-    started = time.perf_counter()
+    clock = Clock()
     model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=RANK, lora_alpha=ALPHA,
                                              lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
     data = [tokenize(base, ex, settings.max_length) for ex in train]
@@ -130,10 +141,10 @@ def arm_peft_lm(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(model=model, args=_trainer_args(args, out, LR), train_dataset=data, data_collator=collator)
         trainer.train()
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = clock.stop()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     with torch.no_grad():
-        return {"seconds": seconds, "final_train_loss": losses[-1] if losses else float("nan"),
+        return {"seconds": seconds, "cpu_seconds": cpu_seconds, "final_train_loss": losses[-1] if losses else float("nan"),
                 "eval_loss": lm_eval_loss(model, base, held, settings)}
 
 
@@ -149,10 +160,10 @@ def arm_ours_cls(args: argparse.Namespace) -> dict:
 
     load_base_model("minilm")
     train, held = _cls_data(args)
-    started = time.perf_counter()
+    clock = Clock()
     adapter, _ = fit_classifier(train, cls_settings(args), "minilm", eval_examples=held, device=args.device)
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "final_train_loss": adapter.metrics["train_loss"][-1],
+    seconds, cpu_seconds = clock.stop()
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "final_train_loss": adapter.metrics["train_loss"][-1],
             "eval_loss": adapter.metrics["eval_loss"], "eval_accuracy": adapter.metrics["eval_accuracy"]}
 
 
@@ -170,7 +181,7 @@ def arm_peft_cls(args: argparse.Namespace) -> dict:
     labels = sorted({ex.label for ex in train})
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(labels), local_files_only=True)
-    started = time.perf_counter()
+    clock = Clock()
     model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=RANK, lora_alpha=ALPHA, lora_dropout=0.0,
                                              target_modules=["query", "value"]))
     data = [{"text": ex.text, "label": labels.index(ex.label)} for ex in train]
@@ -184,7 +195,7 @@ def arm_peft_cls(args: argparse.Namespace) -> dict:
         trainer = Trainer(model=model, args=_trainer_args(args, out, settings.learning_rate), train_dataset=data,
                           data_collator=collator)
         trainer.train()
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = clock.stop()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     model.eval()
     correct, loss_sum, where = 0, 0.0, next(model.parameters()).device
@@ -197,7 +208,7 @@ def arm_peft_cls(args: argparse.Namespace) -> dict:
             logits = model(**batch).logits
             loss_sum += F.cross_entropy(logits, target).item() * len(chunk)
             correct += int((logits.argmax(-1) == target).sum())
-    return {"seconds": seconds, "final_train_loss": losses[-1] if losses else float("nan"),
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "final_train_loss": losses[-1] if losses else float("nan"),
             "eval_loss": loss_sum / len(held), "eval_accuracy": correct / len(held)}
 
 
@@ -256,10 +267,12 @@ def main() -> None:
         ours = [r for r in results if r["arm"] == f"ours-{task}"]
         peft = [r for r in results if r["arm"] == f"peft-{task}"]
         ratios = [p["seconds"] / o["seconds"] for o, p in zip(ours, peft)]  # > 1: ours is faster
-        summary[task] = {"speedup_vs_trainer_per_repeat": ratios,
+        cpu_ratios = [p["cpu_seconds"] / o["cpu_seconds"] for o, p in zip(ours, peft)]
+        summary[task] = {"speedup_vs_trainer_per_repeat": ratios, "cpu_time_ratio_per_repeat": cpu_ratios,
                          "ours_median_s": sorted(r["seconds"] for r in ours)[len(ours) // 2],
                          "trainer_median_s": sorted(r["seconds"] for r in peft)[len(peft) // 2]}
-        print(f"{task}: Trainer time / ours = {', '.join(f'{x:.2f}x' for x in ratios)}")
+        print(f"{task}: Trainer time / ours = {', '.join(f'{x:.2f}x' for x in ratios)}; "
+              f"CPU time: {', '.join(f'{x:.2f}x' for x in cpu_ratios)}")
     report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} {os.cpu_count()} cores",
               "device": args.device,
               "load_average_before": load_before, "load_average_after": os.getloadavg(),

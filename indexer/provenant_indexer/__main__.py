@@ -30,6 +30,7 @@ def _config(args: argparse.Namespace) -> IndexerConfig:
     return IndexerConfig.from_manifest(
         args.rpc_url, _manifest(args), finality_depth=args.finality_depth, range_start=args.range_start,
         range_max=max(args.range_max, args.range_start), poll_interval=args.poll_interval,
+        fetch_process=getattr(args, "fetch_process", False),
         confirmations=args.confirmations)
 
 
@@ -44,6 +45,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--range-max", type=int, default=2000, help="largest eth_getLogs range in blocks")
     p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between polls at the head")
     p.add_argument("--confirmations", type=int, default=0, help="blocks behind the head left unindexed")
+    p.add_argument("--fetch-process", action="store_true",
+                   help="during a backfill, fetch and decode the next range in a second process (a remote node, idle cores)")
 
 
 def _index(args: argparse.Namespace) -> int:

@@ -17,9 +17,16 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import eth_abi
+import orjson
 from eth_utils import keccak
 
+from provenant_indexer.bulk import json_text
+
 Decoder = Callable[[str, int], Any]  # (hex data without 0x, word offset in hex chars) -> value
+
+
+def orjson_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 class UnknownEvent(LookupError):
@@ -65,6 +72,21 @@ def event_specs(contract: str, abi: Sequence[Mapping[str, Any]]) -> list[EventSp
 # -- word decoders (hex text) ----------------------------------------------------------------
 def _word(h: str, at: int) -> str:
     return h[at : at + 64]
+
+
+def _word_expression(abi_type: str, src: str, lo: int, name: str, helpers: dict[str, Any]) -> str:
+    """Python source decoding one static 32-byte ABI word at hex offset `lo` of `src`: a slice and
+    at most one int(); intN needs two's complement, so it becomes a call of helper `name`."""
+    if abi_type.startswith("uint"):
+        return f"int({src}[{lo}:{lo + 64}], 16)"
+    if abi_type == "address":
+        return f"'0x' + {src}[{lo + 24}:{lo + 64}]"
+    if abi_type == "bool":
+        return f"int({src}[{lo}:{lo + 64}], 16) != 0"
+    if abi_type.startswith("bytes") and abi_type != "bytes":
+        return f"'0x' + {src}[{lo}:{lo + 2 * int(abi_type[5:])}]"
+    helpers[name] = _static_decoder(abi_type)
+    return f"{name}({src}[{lo}:{lo + 64}])"
 
 
 def _static_decoder(abi_type: str) -> Callable[[str], Any] | None:
@@ -161,6 +183,7 @@ class CompiledEvent:
             fast.append((p.name, i * 64, dynamic))
         self._fast = fast if len(fast) == len(data_params) else None
         self._generated = self._generate(spec, data_params) if self._fast is not None else None
+        self._generated_json = self._generate_json(spec, data_params) if self._fast is not None else None
 
     @staticmethod
     def _generate(spec: EventSpec, data_params: list[Param]) -> Callable[[Sequence[str], str], dict[str, Any]]:
@@ -171,16 +194,7 @@ class CompiledEvent:
         items = []
 
         def word(abi_type: str, src: str, lo: int, name: str) -> str:
-            if abi_type.startswith("uint"):
-                return f"int({src}[{lo}:{lo + 64}], 16)"
-            if abi_type == "address":
-                return f"'0x' + {src}[{lo + 24}:{lo + 64}]"
-            if abi_type == "bool":
-                return f"int({src}[{lo}:{lo + 64}], 16) != 0"
-            if abi_type.startswith("bytes") and abi_type != "bytes":
-                return f"'0x' + {src}[{lo}:{lo + 2 * int(abi_type[5:])}]"
-            helpers[name] = _static_decoder(abi_type)  # intN: two's complement in a helper
-            return f"{name}({src}[{lo}:{lo + 64}])"
+            return _word_expression(abi_type, src, lo, name, helpers)
 
         topic = 1
         for p in spec.params:
@@ -199,6 +213,69 @@ class CompiledEvent:
         source = "def decode(t, data):\n    h = data[2:]\n    return {" + ", ".join(items) + "}\n"
         exec(compile(source, f"<decoder {spec.signature}>", "exec"), helpers)  # noqa: S102 - our own ABI's text
         return helpers["decode"]  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _generate_json(spec: EventSpec, data_params: list[Param]) -> Callable[[Sequence[str], str], tuple[dict[str, Any], str]]:
+        """Like _generate, returning the JSON text of the arguments too, written from the types:
+        orjson refuses integers above 64 bits (most token amounts), and json.dumps of a dict
+        cost more than the decoding itself."""
+        helpers: dict[str, Any] = {"_json": json_text, "_str": orjson_text}
+        lines, items, parts = [], [], []
+
+        def word(abi_type: str, src: str, lo: int, name: str) -> str:
+            return _word_expression(abi_type, src, lo, f"_s{name}", helpers)
+
+        def text(abi_type: str, var: str) -> str:
+            if abi_type.startswith(("uint", "int")) and "[" not in abi_type:
+                return f"str({var})"
+            if abi_type == "bool":
+                return f"('true' if {var} else 'false')"
+            if abi_type == "address" or (abi_type.startswith("bytes") and "[" not in abi_type):
+                return f"'\"' + {var} + '\"'"  # 0x-hex: nothing to escape
+            if abi_type == "string":
+                return f"_str({var})"
+            return f"_json({var})"  # arrays: orjson, or json for integers above 64 bits
+
+        values: list[tuple[Param, str]] = []
+        topic = 1
+        for p in spec.params:
+            if p.indexed:
+                var = f"v{len(values)}"
+                if _static_decoder(p.abi_type) is None:
+                    lines.append(f"    {var} = t[{topic}]")  # an indexed dynamic value: its hash
+                    values.append((Param(p.name, "bytes32", True), var))
+                else:
+                    lines.append(f"    {var} = " + word(p.abi_type, f"t[{topic}]", 2, var))
+                    values.append((p, var))
+                topic += 1
+        for i, p in enumerate(data_params):
+            var = f"v{len(values)}"
+            if _static_decoder(p.abi_type) is not None:
+                lines.append(f"    {var} = " + word(p.abi_type, "h", i * 64, var))
+            else:
+                helpers[f"_d{var}"] = _dynamic_decoder(p.abi_type)
+                lines.append(f"    {var} = _d{var}(h, {i * 64})")
+            values.append((p, var))
+        for n, (p, var) in enumerate(values):
+            items.append(f"{p.name!r}: {var}")
+            key = orjson_text(p.name)
+            parts.append(repr(("{" if n == 0 else ",") + key + ":") + " + " + text(p.abi_type, var))
+        body = " + ".join(parts) + " + '}'" if parts else "'{}'"
+        source = ("def decode(t, data):\n    h = data[2:]\n" + "".join(line + "\n" for line in lines)
+                  + "    return {" + ", ".join(items) + "}, " + body + "\n")
+        exec(compile(source, f"<json decoder {spec.signature}>", "exec"), helpers)  # noqa: S102 - our own ABI's text
+        return helpers["decode"]  # type: ignore[no-any-return]
+
+    def json_decoder(self) -> Callable[[Sequence[str], str], tuple[dict[str, Any], str]]:
+        """decode_json itself, or the generated function it would call (one call less per log)."""
+        return self._generated_json or self.decode_json
+
+    def decode_json(self, topics: Sequence[str], data: str) -> tuple[dict[str, Any], str]:
+        """(arguments, their JSON text as the events table stores it)."""
+        if self._generated_json is not None:
+            return self._generated_json(topics, data)
+        args = self.decode(topics, data)
+        return args, json_text(args)  # type: ignore[return-value]
 
     def decode(self, topics: Sequence[str], data: str) -> dict[str, Any]:
         if self._generated is not None:
@@ -234,6 +311,8 @@ class EventTable:
 
     def __init__(self, abis: Mapping[str, Sequence[Mapping[str, Any]]], addresses: Mapping[str, str]) -> None:
         self.address_names = {a.lower(): name for name, a in addresses.items()}
+        # What another process needs to build the same table (compiled decoders do not pickle).
+        self.sources = ({n: list(abis[n]) for n in addresses}, dict(addresses))
         by_contract: dict[str, dict[str, CompiledEvent]] = {}
         for name in addresses:
             by_contract[name] = {s.topic0: CompiledEvent(s) for s in event_specs(name, abis[name])}

@@ -29,6 +29,13 @@ class IndexerConfig:
     poll_interval: float = 1.0  # seconds between polls once caught up
     stall_polls: int = 10  # polls without progress, while the chain is ahead, that count as a stall
     prefetch: bool = True  # fetch the next range while the current one is written
+    # After a batch of at least this many events (a backfill) the next one is not fetched in a
+    # thread: on a local node the fetch is CPU work, and a thread beside the writes costs more
+    # than it overlaps (the GIL; measured in bench/RESULTS.md). It is fetched in-line, or, with
+    # `fetch_process`, fetched and decoded in a second process (pipeline.py): worth it where the
+    # node is remote (the transfer is waiting, not work) or cores are idle.
+    large_batch_events: int = 5_000
+    fetch_process: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

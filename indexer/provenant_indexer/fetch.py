@@ -28,6 +28,13 @@ class ChainMoved(RuntimeError):
         super().__init__(message)
         self.at_block = at_block
 
+    def __reduce__(self) -> Any:  # raised in the fetch process, re-raised in the indexer's
+        return _chain_moved, (str(self), self.at_block)
+
+
+def _chain_moved(message: str, at_block: int) -> ChainMoved:
+    return ChainMoved(message, at_block=at_block)
+
 
 @dataclass(frozen=True)
 class Batch:

@@ -16,7 +16,6 @@ from sqlalchemy import Table
 
 from provenant_indexer import schema as s
 from provenant_indexer.abi import EventTable, UnknownEvent
-from provenant_indexer.bulk import json_text
 from provenant_indexer.handlers_agents import AGENT_HANDLERS
 
 STATUS_NAMES = {"ContributionSubmitted": "pending", "ContributionApproved": "approved",
@@ -224,49 +223,87 @@ HANDLERS: dict[tuple[str, str], Handler] = {
 }
 
 
-def build_changes(logs: Iterable[Mapping[str, Any]], table: EventTable,
-                  lookup_contributors: Callable[[list[int]], dict[int, tuple[int, str]]]) -> Changes:
-    """Decode `logs` (ordered) and fold them into rows. `lookup_contributors` answers, from the
-    database, which Datanet and contributor earlier contributions belong to."""
+@dataclass
+class Decoded:
+    """A batch's logs, decoded: what needs no database (so it can be made in another process).
+    `handled`: (handler key, block, log index, tx hash, args) for the logs a handler folds;
+    `wanted`: contributions whose status changes here but which were submitted in an earlier batch."""
+
+    event_rows: list[tuple[Any, ...]]
+    handled: list[tuple[tuple[str, str], int, int, str, dict[str, Any]]]
+    wanted: list[int]
+
+
+def decode_logs(logs: Iterable[Mapping[str, Any]], table: EventTable) -> Decoded:
+    """Decode `logs` (ordered by block and log index here, whatever order the node used) into
+    the raw `events` rows and the arguments the handlers need."""
     logs = list(logs)
-    keys = [(int(e["blockNumber"], 16), int(e["logIndex"], 16)) for e in logs]
-    if any(a >= b for a, b in zip(keys, keys[1:])):  # nodes return logs in order; do not rely on it
-        order = sorted(range(len(logs)), key=keys.__getitem__)
-        logs, keys = [logs[i] for i in order], [keys[i] for i in order]
-    ch = Changes()
-    decoded = []
+    decoded = _decode_in_order(logs, table)
+    if decoded is None:  # nodes return logs in order; do not rely on it
+        keys = [(int(e["blockNumber"], 16), int(e["logIndex"], 16)) for e in logs]
+        decoded = _decode_in_order([logs[i] for i in sorted(range(len(logs)), key=keys.__getitem__)], table)
+        assert decoded is not None, "two logs with the same block number and log index"
+    return decoded
+
+
+def _decode_in_order(logs: list[Mapping[str, Any]], table: EventTable) -> Decoded | None:
+    """decode_logs for logs in (block, log index) order; None when they are not."""
+    handled: list[tuple[tuple[str, str], int, int, str, dict[str, Any]]] = []
     wanted: set[int] = set()
     submitted: set[int] = set()
-    events_rows = ch.event_rows
+    events_rows: list[tuple[Any, ...]] = []
+    append_row, append_handled = events_rows.append, handled.append
     by_address = table._by_address
-    # Per event type, once: (decoder, handler, contract, name, 1 submission / 2 status change / 0).
-    dispatch: dict[tuple[str, str], tuple[Any, Handler | None, str, str, int]] = {}
-    for entry, (block_number, log_index) in zip(logs, keys):
-        address = entry["address"].lower()
+    # Per (address, topic0) as the node spells them, once: (decoder, handler key or None, contract,
+    # name, 1 submission / 2 status change / 0, lowercase address).
+    dispatch: dict[tuple[str, str], tuple[Any, tuple[str, str] | None, str, str, int, str]] = {}
+    last = (-1, -1)
+    for entry in logs:
+        block_number, log_index = int(entry["blockNumber"], 16), int(entry["logIndex"], 16)
+        if (block_number, log_index) <= last:
+            return None
+        last = (block_number, log_index)
         topics = entry["topics"]
-        route = dispatch.get((address, topics[0]))
+        route = dispatch.get((entry["address"], topics[0]))
         if route is None:
+            address = entry["address"].lower()
             try:
                 event = by_address[address][topics[0].lower()]
             except KeyError:
                 raise UnknownEvent(f"log at {address} with topic0 {topics[0]} matches no event in its ABI") from None
             kind = 1 if event.name == "ContributionSubmitted" else 2 if event.name in STATUS_EVENTS else 0
-            route = dispatch[(address, topics[0])] = (
-                event.decode, HANDLERS.get((event.contract, event.name)), event.contract, event.name, kind)
-        decode, handler, contract, name, kind = route
-        args = decode(topics, entry["data"])
+            key = (event.contract, event.name)
+            route = dispatch[(entry["address"], topics[0])] = (
+                event.json_decoder(), key if key in HANDLERS else None, event.contract, event.name, kind, address)
+        decode, handler_key, contract, name, kind, address = route
+        args, text = decode(topics, entry["data"])
         tx_hash = entry["transactionHash"]
-        events_rows.append((block_number, log_index, entry["blockHash"], tx_hash, int(entry["transactionIndex"], 16),
-                            address, contract, name, json_text(args)))
-        if handler is not None:
-            decoded.append((handler, Loc(block_number, log_index, tx_hash), args))
+        append_row((block_number, log_index, entry["blockHash"], tx_hash, int(entry["transactionIndex"], 16),
+                    address, contract, name, text))
+        if handler_key is not None:
+            append_handled((handler_key, block_number, log_index, tx_hash, args))
             if kind == 1:
                 submitted.add(args["contributionId"])
             elif kind == 2 and args["contributionId"] not in submitted:
                 wanted.add(args["contributionId"])
-    ch.event_count = len(events_rows)
-    if wanted:
-        ch.contributors.update(lookup_contributors(sorted(wanted)))
-    for handler, loc, args in decoded:
-        handler(ch, loc, args)
+    return Decoded(events_rows, handled, sorted(wanted))
+
+
+def fold(decoded: Decoded, lookup_contributors: Callable[[list[int]], dict[int, tuple[int, str]]]) -> Changes:
+    """Fold decoded logs into rows. `lookup_contributors` answers, from the database, which
+    Datanet and contributor earlier contributions belong to."""
+    ch = Changes()
+    ch.event_rows = decoded.event_rows
+    ch.event_count = len(decoded.event_rows)
+    if decoded.wanted:
+        ch.contributors.update(lookup_contributors(decoded.wanted))
+    handlers = HANDLERS
+    for key, block_number, log_index, tx_hash, args in decoded.handled:
+        handlers[key](ch, Loc(block_number, log_index, tx_hash), args)
     return ch
+
+
+def build_changes(logs: Iterable[Mapping[str, Any]], table: EventTable,
+                  lookup_contributors: Callable[[list[int]], dict[int, tuple[int, str]]]) -> Changes:
+    """Decode `logs` and fold them into rows (decode_logs, then fold)."""
+    return fold(decode_logs(logs, table), lookup_contributors)

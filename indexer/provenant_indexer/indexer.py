@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, insert, select, update
@@ -20,8 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from provenant_indexer import schema as s
 from provenant_indexer.abi import EventTable
 from provenant_indexer.config import IndexerConfig
-from provenant_indexer.fetch import Batch, ChainMoved, Fetcher
-from provenant_indexer.handlers import build_changes
+from provenant_indexer.fetch import ChainMoved, Fetcher
+from provenant_indexer.handlers import fold
+from provenant_indexer.pipeline import Prefetcher, Ready
 from provenant_indexer.ranges import AdaptiveRange
 from provenant_indexer.reorg import DeepReorgError, Rollback, find_ancestor, rollback
 from provenant_indexer.rpc import JsonRpc, RpcError
@@ -68,14 +68,15 @@ class Indexer:
                  table: EventTable | None = None) -> None:
         self.engine = engine
         self.config = config
+        own_rpc = rpc is None  # a client of our own: another process can open the same one
         self.rpc = rpc or JsonRpc(config.rpc_url)
         self.table = table or EventTable.from_artifacts(config.addresses)
         self.keep = config.finality_depth + 1  # the ancestor of a depth-N reorg must be stored too
         self.ranges = AdaptiveRange(start=config.range_start, maximum=config.range_max)
         self.fetcher = Fetcher(self.rpc, self.table.addresses, self.ranges, self.keep)
         self.status = IndexerStatus()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
-        self._prefetch: Future[Batch] | None = None
+        self._ahead = Prefetcher(self.fetcher, self.table, config.rpc_url if own_rpc else None, self.keep,
+                                 config.large_batch_events, config.fetch_process)
         self._init_checkpoint()
 
     # -- state ---------------------------------------------------------------------------------
@@ -117,8 +118,8 @@ class Indexer:
                                 f"(a fresh index of these contracts)")
 
     def close(self) -> None:
-        """Wait for a prefetch in flight and release the RPC connection."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Wait for a prefetch in flight, stop the fetch process, release the RPC connection."""
+        self._ahead.close()
         self.rpc.close()
 
     def head(self) -> tuple[int, str | None]:
@@ -133,31 +134,39 @@ class Indexer:
         chain_head = self.rpc.block_number()
         self.status.chain_head = chain_head
         target = chain_head - self.config.confirmations
-        prefetched, self._prefetch = self._prefetch, None
         try:
             if head >= target:
+                self._ahead.discard()
+                self._ahead.idle()
                 self._check_head(head, head_hash)
                 return StepResult(caught_up=True)
-            batch = self._take(prefetched, head, head_hash) or self.fetcher.fetch(head + 1, target, head_hash)
+            batch = self._take(head) or self._ahead.fetch_now(head + 1, target, head_hash)
         except ChainMoved as moved:
             log.info("chain moved (%s): checking ancestry", moved)
             return StepResult(rolled_back=self.handle_reorg())
         if batch.to_block < target and self.config.prefetch:
-            # Fetch the next range while this one is written: the node's transfer and our JSON
-            # parsing overlap the database's work. Its parent is this batch's last block.
-            self._prefetch = self._pool.submit(self.fetcher.fetch, batch.to_block + 1, target, batch.headers[-1].hash)
+            # Fetch and decode the next range while this one is written: the node's transfer, our
+            # JSON parsing and ABI decoding overlap the database's work. Its parent is this
+            # batch's last block.
+            self._ahead.submit(batch.to_block + 1, target, batch.headers[-1].hash, batch.events)
         events = self._write(batch)
+        if batch.to_block >= target:
+            self._checkpoint_wal()  # part of the backfill's time: it ends with the database up to date
         return StepResult(blocks=batch.to_block - batch.from_block + 1, events=events,
                           caught_up=batch.to_block >= target)
 
-    @staticmethod
-    def _take(prefetched: Future[Batch] | None, head: int, head_hash: str | None) -> Batch | None:
+    def _take(self, head: int) -> Ready | None:
         """The prefetched batch, if it still starts right after our head (else it is dropped)."""
-        if prefetched is None:
-            return None
-        batch = prefetched.result()  # ChainMoved from the fetch surfaces here, on the loop's thread
-        parent_ok = batch.from_block == head + 1
-        return batch if parent_ok else None
+        batch = self._ahead.take()  # ChainMoved from the fetch surfaces here, on the loop's thread
+        return batch if batch is not None and batch.from_block == head + 1 else None
+
+    def _checkpoint_wal(self) -> None:
+        """SQLite: copy the WAL into the database now that we are at the head (db.py lets it grow
+        during a backfill). PASSIVE: never waits for the API's readers."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _check_head(self, head: int, head_hash: str | None) -> None:
         if head < 0 or head_hash is None:
@@ -166,9 +175,9 @@ class Indexer:
         if current is None or current.hash != head_hash:
             raise ChainMoved(f"indexed head {head} is no longer on the chain", at_block=head)
 
-    def _write(self, batch: Batch) -> int:
+    def _write(self, batch: Ready) -> int:
         with self.engine.begin() as conn:
-            changes = build_changes(batch.logs, self.table, lambda ids: lookup_contributors(conn, ids))
+            changes = fold(batch.decoded, lambda ids: lookup_contributors(conn, ids))
             write_batch(conn, changes, batch, self.keep)
         self.status.indexed_head = batch.to_block
         self.status.events_indexed += changes.event_count

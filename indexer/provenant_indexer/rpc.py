@@ -47,6 +47,13 @@ class RangeTooLarge(RpcError):
         super().__init__(message)
         self.rate_limited = rate_limited
 
+    def __reduce__(self) -> Any:  # picklable across the fetch process
+        return _range_too_large, (str(self), self.rate_limited)
+
+
+def _range_too_large(message: str, rate_limited: bool) -> RangeTooLarge:
+    return RangeTooLarge(message, rate_limited=rate_limited)
+
 
 @dataclass(frozen=True)
 class Header:

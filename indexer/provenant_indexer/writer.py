@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Table, bindparam, delete, select, update
 
 from provenant_indexer import schema as s
 from provenant_indexer.bulk import insert_rows, insert_tuples
-from provenant_indexer.fetch import Batch
+from provenant_indexer.pipeline import Ready
 from provenant_indexer.handlers import Changes
 
 CHUNK = 500  # keys per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
@@ -109,7 +109,7 @@ def _reputation(conn: Connection, changes: Changes) -> None:
     conn.execute(s.reputation.insert(), rows)
 
 
-def write_batch(conn: Connection, changes: Changes, batch: Batch, keep: int) -> None:
+def write_batch(conn: Connection, changes: Changes, batch: Ready, keep: int) -> None:
     insert_tuples(conn, s.events, changes.event_rows)
     for table, rows in changes.inserts.items():
         _insert(conn, table, rows)
@@ -129,7 +129,7 @@ def write_batch(conn: Connection, changes: Changes, batch: Batch, keep: int) -> 
     fault_point("before_commit")
 
 
-def store_headers(conn: Connection, batch: Batch, keep: int) -> None:
+def store_headers(conn: Connection, batch: Ready, keep: int) -> None:
     """Remember the batch's last block hashes, forget those older than `keep` blocks, move the
     checkpoint to the batch's last block."""
     rows = [{"block_number": h.number, "block_hash": h.hash, "parent_hash": h.parent_hash} for h in batch.headers]
