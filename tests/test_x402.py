@@ -409,3 +409,38 @@ def test_verify_action_fails_when_the_routed_royalty_differs_from_the_owed_rows(
     verdict = verify_action(c, w.contracts, w.store, session.bundle(final))
     assert not verdict.ok
     assert verdict.reasons == [f"model {model_id}: routed {owed[model_id] - 1} wei on chain, owed {owed[model_id]} wei"]
+
+
+# -------------------------------------------------------------------- API keys on classifier calls
+
+def test_an_api_key_pays_classifier_calls_within_its_cap(world: World) -> None:
+    """A key minted from one capped voucher pays classifications: two answered, the third over the
+    cap is 402 naming it, and the chain is charged exactly the two (UsageEscrow.chargeUpTo)."""
+    import time
+
+    w, model_id = world, world.models["x402-b"]
+    price, consumer = PRICES["x402-b"], dev_accounts(20)[15]
+    w.client.transact(w.admin, w.contracts.token.functions.transfer(consumer.address, WEI))
+    deposit_with_permit(w.client, w.contracts, consumer, model_id, 5 * price)
+    escrow = w.contracts.escrow.functions
+    spent = int(w.client.call(escrow.spentOf(consumer.address, model_id)))
+    expires_at = time.time() + 600
+    voucher = Voucher(consumer=consumer.address, model_id=model_id, cumulative_amount=spent + 2 * price,
+                      deadline=int(max(expires_at, w.client.latest_timestamp())) + 3600)
+    signature = sign_voucher(consumer, w.client.chain_id, w.contracts.escrow.address, voucher)
+    key, account = w.service.api_keys.create(consumer.address, [model_id], 2 * price, expires_at,
+                                             [(voucher, signature)])
+    headers = {"Authorization": f"Bearer {key}"}
+    answers = [requests.post(f"{w.url}/v1/classifications", json=_ask(w, "x402-b", f"my card was charged twice {i}"),
+                             headers=headers, timeout=60) for i in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 402]
+    assert "cap" in answers[2].text
+    for answer in answers[:2]:
+        receipt = Receipt.from_json(answer.json()["provenance"])
+        assert receipt.consumer == consumer.address and receipt.fee == price
+    unknown = requests.post(f"{w.url}/v1/classifications", json=_ask(w, "x402-b", "hello"),
+                            headers={"Authorization": "Bearer pvk_not-a-key"}, timeout=60)
+    assert unknown.status_code == 401
+    w.service.charge_pending(model_id)
+    assert int(w.client.call(escrow.spentOf(consumer.address, model_id))) == spent + 2 * price
+    assert account.key_id.startswith("key_")

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from provenant.api.auth import SiweSessions, create_auth_router
 from provenant.factory.base_models import TINY_LLAMA
 from provenant.serving.admin import create_admin_router
+from provenant.serving.api_keys import bearer_key
 from provenant.serving.errors import install_error_handlers
 from provenant.serving.models import ModelRecord
 from provenant.payments.vouchers import PaymentRequired
@@ -88,13 +89,16 @@ def create_serving_router(service: ServingService, sessions: SiweSessions | None
     @app.post("/v1/classifications")
     async def classify(http: Request, request: ClassificationRequest) -> Any:
         try:
-            x402 = x402_http.parse_signature(http)
-            if x402 is None and request.payment is None:
-                raise PaymentRequired("payment required: send `payment` (a signed voucher) or an x402 "
-                                      "PAYMENT-SIGNATURE header")
-            voucher, signature = request.payment.parsed() if x402 is None and request.payment else (None, None)
+            key = bearer_key(http.headers.get("authorization"))
+            key_id = service.api_keys.authenticate(key) if key is not None else None  # 401: unknown or revoked
+            x402 = x402_http.parse_signature(http) if key_id is None else None
+            if key_id is None and x402 is None and request.payment is None:
+                raise PaymentRequired("payment required: send `payment` (a signed voucher), an x402 "
+                                      "PAYMENT-SIGNATURE header, or an API key as the bearer token")
+            voucher, signature = request.payment.parsed() if key_id is None and x402 is None and request.payment \
+                else (None, None)
             result = await run_in_threadpool(service.classify, request.model, request.input, voucher, signature,
-                                             x402)
+                                             x402, key_id)
         except PaymentRequired as exc:
             return await payment_required_or_raise(service, http, request.model, exc)
         return JSONResponse({

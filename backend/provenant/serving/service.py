@@ -190,29 +190,37 @@ class ServingService:
 
     # -- calls -------------------------------------------------------------------------
     def classify(self, model_ref: str | int, text: str, voucher: Voucher | None, signature: bytes | None,
-                 x402: dict | None = None) -> CallResult:
-        """Answer a classifier call paid by a voucher, or by an x402 payload (then voucher and
-        signature are None): verified before compute, settled on chain once answered."""
+                 x402: dict | None = None, api_key_id: str | None = None) -> CallResult:
+        """Answer a classifier call paid by a voucher, by an x402 payload, or against an API key's cap
+        (then voucher and signature are None): checked before compute, recorded only once answered."""
         served = self.model(model_ref)
         if served.classifier is None:
             raise WrongTask(f"model {served.record.name!r} is a {served.task} model; use /v1/completions")
         price = served.record.price_per_call
+        call_id = "0x" + os.urandom(32).hex()
         # Check the payment before spending compute, record it only once the call is answered,
         # so a failed answer is never charged.
-        payer, paid = self._check_payment(served, voucher, signature, x402)
-        settlement = None
+        hold = self.api_keys.reserve(api_key_id, served.model_id, price) if api_key_id is not None else None
+        payer, paid = (hold.consumer, None) if hold is not None else self._check_payment(served, voucher, signature, x402)
+        settlement, by_key = None, None
         try:
             self.rate_limiter.take(payer.lower())
             prediction, attribution = served.answer(text)
-            if paid is not None:
+            if hold is not None:
+                by_key, hold = (hold.consumer, self.api_keys.commit(hold, call_id)), None
+            elif paid is not None:
                 assert self.x402 is not None
                 settlement = self.x402.settle(paid)  # raises X402Invalid (402) if it cannot settle
             else:
                 self.vouchers.accept(voucher, signature, served.model_id, price)  # type: ignore[arg-type]
         finally:
             self._release_payment(paid)
-        receipt = self._sign_and_log(served, "0x" + os.urandom(32).hex(), voucher, text, prediction.label,
-                                     attribution.top(TOP_K), paid)
+            if hold is not None:  # not answered: the fee goes back to the key's cap
+                self.api_keys.release(hold)
+        receipt = self._sign_and_log(served, call_id, voucher, text, prediction.label, attribution.top(TOP_K), paid,
+                                     by_key)
+        if by_key is not None:
+            self.api_keys.attach_receipt(receipt.call_id, receipt.to_json())
         return CallResult(prediction=prediction, receipt=receipt, settlement=settlement)
 
     def _sign_and_log(self, served: ServedModel, call_id: str, voucher: Voucher | None, prompt: str, output: str,
