@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rows-per-skill", type=int, default=None, help="classification rows per skill (default 64, quick 32)")
     parser.add_argument("--bulk-rows", type=int, default=None, help="classification bulk rows (default 3x rows per skill)")
+    parser.add_argument("--design-arms", nargs="*", default=[],
+                        help="extra 'ours' arms on the classification task, as curvature:damping (e.g. global:30 "
+                             "module:3): the engine's recipe with other settings, on the same gradients")
+    parser.add_argument("--lm-pretrain-steps", type=int, default=0,
+                        help="causal task: pretrain the tiny llama this many steps on disjoint generated text first "
+                             "(cached under bench/.cache/attribution); 0: the random init")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to bench/RESULTS.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -78,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         per_skill = args.rows_per_skill or (32 if args.quick else 64)
         task = classification_task(rows_per_skill=per_skill, bulk_rows=args.bulk_rows or 3 * per_skill,
                                    test_per_skill=16 if args.quick else 20)
-        backend = ClsBackend(task, ClsConfig(), peers)
+        arms = [(a.split(":")[0], float(a.split(":")[1])) for a in args.design_arms]
+        backend = ClsBackend(task, ClsConfig(), peers, arms)
         result = run_task(task, backend.backend(), lds_retrains=lds)
         result.extra.update({f"ours per-answer latency at 10,000 training rows ({k})": f"{v:.1f} ms"
                              for k, v in backend.latency.items()})
@@ -88,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         from bench.attribution.lm_backend import LmBackend, LmConfig
 
         task = causal_task(rows_per_skill=24, bulk_rows=48, test_per_skill=8) if args.quick else causal_task()
-        backend = LmBackend(task, LmConfig())
+        from bench.attribution.lm_model import LmSettings
+
+        backend = LmBackend(task, LmConfig(LmSettings(pretrain_steps=args.lm_pretrain_steps)))
         result = run_task(task, backend.backend(), lds_retrains=0)
         results.append(result)
         print(report.table(result), flush=True)

@@ -187,8 +187,8 @@ def test_index_format_round_trips_and_rejects_inconsistent_files() -> None:
     data = index.to_bytes()
     loaded = AttributionIndex.from_bytes(data)
     assert loaded.to_bytes() == data and loaded.settings == index.settings
-    assert np.array_equal(mislabel_scores(loaded), index.self_influence.astype(np.float64))
-    assert index.bytes_per_example == D * 4 + 36
+    assert np.array_equal(mislabel_scores(loaded), mislabel_scores(index))  # the stored neighbour-disagreement score
+    assert index.bytes_per_example == D * 4 + 40
     with pytest.raises(AttributionIndexError, match="outside"):
         AttributionIndex(index.gradients, index.contribution_ids, index.row_indices, index.label_ids, index.settings,
                          "aa", "bb", index.self_influence, np.full(21, 99))

@@ -15,7 +15,8 @@ from bench.attribution.methods import GradientFeatures, MethodOutput
 from bench.attribution.tasks import Row, Task
 from provenant.attribution.gradients import per_example_gradients
 from provenant.factory.base_models import load_base_model
-from provenant.factory.model import encode
+from provenant.attribution.index import IndexSettings
+from provenant.factory.model import encode, trainable_parameters
 from provenant.factory.train import LoraSettings
 
 
@@ -26,13 +27,15 @@ class ClsConfig:
 
 
 class ClsBackend:
-    def __init__(self, task: Task, config: ClsConfig, peers: Sequence[str] = ()):
+    def __init__(self, task: Task, config: ClsConfig, peers: Sequence[str] = (),
+                 design_arms: Sequence[tuple[str, float]] = ()):
         self.task, self.config = task, config
         self._features: dict[int, GradientFeatures] = {}
         self._indexes: dict[int, object] = {}
         self.test_rows = list(task.test)
         self.latency: dict[str, float] = {}
         self.peers = list(peers)
+        self.design_arms = list(design_arms)
 
     # -- training ---------------------------------------------------------------------------
     def train(self, ids: Sequence[int]) -> Trained:
@@ -67,6 +70,20 @@ class ClsBackend:
             self.latency["ours_10k_cached_ms"] = 1000 * ours.latency_at(clf, index, self.test_rows, 10_000, 400 << 20)
         return out
 
+    def design_arm(self, curvature: str, damping: float):  # type: ignore[no-untyped-def]
+        """'ours' with other curvature settings, on the same full gradients as grad-dot (no extra backward)."""
+        def run(trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
+            feats = self.features(trained, rows)
+            clf = trained.model.classifier
+            layout = tuple((n, p.numel()) for n, p in trainable_parameters(clf.model))
+            settings = IndexSettings(projection_dim=ours.PROJECTION_DIM, seed=0, damping_ratio=damping,
+                                     curvature=curvature)
+            return ours.ours_projected(f"ours {curvature} {damping:g}", layout, torch.from_numpy(feats.train),
+                                       torch.from_numpy(feats.test), (feats.train_seconds, feats.test_seconds),
+                                       need_self, [r.text for r in rows], settings,
+                                       [clf.label_to_id[r.label] for r in rows])
+        return run
+
     def run_grad_dot(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
         return methods.grad_dot(self.features(trained, rows), need_self)
 
@@ -97,8 +114,11 @@ class ClsBackend:
         return np.concatenate(out)
 
     def backend(self) -> Backend:
-        runners = {"ours": self.run_ours, "grad-dot": self.run_grad_dot, "DataInf": self.run_datainf,
-                   "TF-IDF": self.run_tfidf, "base embedding": self.run_embedding}
+        runners = {"ours": self.run_ours}
+        for curvature, damping in self.design_arms:
+            runners[f"ours {curvature} {damping:g}"] = self.design_arm(curvature, damping)
+        runners.update({"grad-dot": self.run_grad_dot, "DataInf": self.run_datainf,
+                        "TF-IDF": self.run_tfidf, "base embedding": self.run_embedding})
         if self.peers:
             from bench.attribution import peers
 

@@ -77,7 +77,8 @@ class LmBackend:
                                 need_self)
 
     def run_embedding(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
-        return self._similarity("base embedding", lm_model.base_embed, rows, need_self)
+        return self._similarity("base embedding", lambda texts: lm_model.base_embed(texts, self.config.settings),
+                                rows, need_self)
 
     def backend(self) -> Backend:
         return Backend(self.train, {"ours": self.run_ours, "grad-dot": self.run_grad_dot, "DataInf": self.run_datainf,

@@ -35,11 +35,26 @@ class LmSettings:
     epochs: int = 5
     batch_size: int = 16
     seed: int = 0
+    pretrain_steps: int = 0  # > 0: the base is first pretrained on disjoint generated text (lm_pretrain.py)
+
+
+_PRETRAINED: dict[int, nn.Module] = {}
+
+
+def base_lm(settings: LmSettings) -> nn.Module:
+    """The frozen base every LoRA copy shares: the random-init tiny-llama, or its pretrained version."""
+    if settings.pretrain_steps <= 0:
+        return load_causal_base_model("tiny-llama").model
+    if settings.pretrain_steps not in _PRETRAINED:
+        from bench.attribution.lm_pretrain import pretrained_tiny_llama
+
+        _PRETRAINED[settings.pretrain_steps] = pretrained_tiny_llama(settings.pretrain_steps)
+    return _PRETRAINED[settings.pretrain_steps]
 
 
 def build_lora_lm(settings: LmSettings) -> nn.Module:
     """A LoRA copy of the shared tiny-llama: module tree copied, base tensors shared and frozen."""
-    base = load_causal_base_model("tiny-llama").model
+    base = base_lm(settings)
     shared = {id(t): t for t in itertools.chain(base.parameters(), base.buffers())}
     model = copy.deepcopy(base, memo=shared)
     with torch.random.fork_rng(devices=[]):
@@ -159,12 +174,13 @@ def layer_groups(model: nn.Module) -> list[tuple[str, int, int]]:
 
 
 @torch.no_grad()
-def base_embed(texts: Sequence[str]) -> np.ndarray:
+def base_embed(texts: Sequence[str], settings: LmSettings | None = None) -> np.ndarray:
     """Mean last hidden state of the frozen base LM over the bytes of each text."""
-    base = load_causal_base_model("tiny-llama")
+    tokenizer = load_causal_base_model("tiny-llama").tokenizer
+    model = base_lm(settings or LmSettings())
     out = []
     for text in texts:
-        ids = torch.tensor([base.tokenizer.encode(text)])
-        hidden = base.model(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+        ids = torch.tensor([tokenizer.encode(text)])
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[-1]
         out.append(hidden[0].mean(0).numpy())
     return np.stack(out)

@@ -37,7 +37,9 @@ def _curvature():  # type: ignore[no-untyped-def]
 def engine_description() -> str:
     parts = ["build_index/attribute_many"]
     if _curvature():
-        parts.append("curvature preconditioner")
+        defaults = attribution_index.IndexSettings()
+        parts.append(f"curvature preconditioner ({getattr(defaults, 'curvature', 'global')}, "
+                     f"damping {defaults.damping_ratio:g})")
     if hasattr(attribution_index, "share_credit") or hasattr(attribution_index, "mislabel_scores"):
         parts.append("duplicate credit sharing + stored self-influence")
     return " + ".join(parts)
@@ -65,7 +67,7 @@ def ours_classification(classifier: Classifier, train_rows: Sequence[Row], test_
             diag.append(block[np.arange(len(chunk)), start + np.arange(len(chunk))])
         self_scores = np.concatenate(diag)
     stored = float(getattr(index, "bytes_per_example", PROJECTION_DIM * 4))
-    kind = ("self-influence stored in the index (mislabel_scores)" if hasattr(attribution_index, "mislabel_scores")
+    kind = ("mislabel_scores of the index (neighbour disagreement)" if hasattr(attribution_index, "mislabel_scores")
             else "self-influence (engine score of a row for its own label)")
     out = MethodOutput("ours", scores, self_scores, kind, build, query, stored, [engine_description()])
     return out, index
@@ -103,30 +105,28 @@ def latency_at(classifier: Classifier, index: attribution_index.AttributionIndex
 
 def ours_projected(name: str, layout: tuple[tuple[str, int], ...], train_grads: torch.Tensor,
                    test_grads: torch.Tensor, grad_seconds: tuple[float, float], need_self: bool,
-                   train_texts: Sequence[str]) -> MethodOutput:
-    """The index recipe on precomputed full gradients (causal LM): A's `index_from_projected`
-    (curvature, duplicate groups) and `score_projected` when they exist; else project + dot."""
-    projector = Projector(layout=layout, dim=PROJECTION_DIM, seed=0)
+                   train_texts: Sequence[str], settings: attribution_index.IndexSettings | None = None,
+                   label_ids: Sequence[int] | None = None) -> MethodOutput:
+    """The index recipe on precomputed full gradients: the engine's `Projector` (per-module blocks when
+    the settings say so), `index_from_projected` (curvature, duplicate groups, mislabel scores) and
+    `score_projected` (duplicate credit sharing). Used for the causal LM and for the classification
+    task's design arms (other curvature settings on the same gradients as 'ours')."""
+    settings = settings or attribution_index.IndexSettings(projection_dim=PROJECTION_DIM, seed=0)
+    projector = Projector(layout=layout, dim=settings.projection_dim, seed=settings.seed,
+                          per_module=settings.per_module)
     started = time.perf_counter()
     train = projector.project(train_grads)
-    settings = attribution_index.IndexSettings(projection_dim=PROJECTION_DIM, seed=0)
-    if hasattr(attribution_index, "index_from_projected"):
-        index = attribution_index.index_from_projected(
-            train, contribution_ids=list(range(1, len(train) + 1)), row_indices=[0] * len(train),
-            label_ids=[0] * len(train), texts=list(train_texts), settings=settings, adapter_sha256="bench",
-            layout_sha256=projector.layout_sha256)
-        build = time.perf_counter() - started + grad_seconds[0]
-        started = time.perf_counter()
-        scores = attribution_index.score_projected(index, projector.project(test_grads).numpy())
-        query = (time.perf_counter() - started + grad_seconds[1]) / len(test_grads)
-        self_scores = attribution_index.mislabel_scores(index) if need_self else None
-        return MethodOutput(name, scores, self_scores, "self-influence stored in the index", build, query,
-                            float(index.bytes_per_example), ["causal LM: Projector + index_from_projected/score_projected"])
-    train64 = train.numpy().astype(np.float64)
+    index = attribution_index.index_from_projected(
+        train, contribution_ids=list(range(1, len(train) + 1)), row_indices=[0] * len(train),
+        label_ids=list(label_ids) if label_ids is not None else [0] * len(train), texts=list(train_texts),
+        settings=settings, adapter_sha256="bench", layout_sha256=projector.layout_sha256,
+        blocks=settings.curvature_blocks(projector))
     build = time.perf_counter() - started + grad_seconds[0]
     started = time.perf_counter()
-    scores = projector.project(test_grads).numpy().astype(np.float64) @ train64.T
+    scores = attribution_index.score_projected(index, projector.project(test_grads).numpy())
     query = (time.perf_counter() - started + grad_seconds[1]) / len(test_grads)
-    self_scores = np.einsum("ij,ij->i", train64, train64) if need_self else None
-    return MethodOutput(name, scores, self_scores, "self-influence |Pg|^2", build, query, PROJECTION_DIM * 4.0,
-                        ["causal LM: Projector + plain dot (no curvature module)"])
+    self_scores = attribution_index.mislabel_scores(index) if need_self else None
+    note = (f"Projector + index_from_projected/score_projected, curvature {settings.curvature}, "
+            f"damping {settings.damping_ratio:g}")
+    return MethodOutput(name, scores, self_scores, "mislabel_scores of the index", build, query,
+                        float(index.bytes_per_example), [note])

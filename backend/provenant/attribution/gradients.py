@@ -95,22 +95,57 @@ def per_example_gradients_loop(classifier: Classifier, texts: Sequence[str], lab
     return out
 
 
+def module_of(tensor_name: str) -> str:
+    """The module a trainable tensor belongs to: a LoRA pair (A, B) is one module, the head another."""
+    return tensor_name.split(".lora_")[0] if ".lora_" in tensor_name else tensor_name.rsplit(".", 1)[0]
+
+
 @dataclass(frozen=True)
 class Projector:
-    """x -> R^T x / sqrt(dim), R ~ N(0, 1)^(P x dim) in float32, regenerated chunk by chunk from `seed`."""
+    """x -> R^T x / sqrt(dim), R ~ N(0, 1)^(P x dim) in float32, regenerated chunk by chunk from `seed`.
+
+    per_module=False: one JL projection of the whole gradient (format-2 indexes before module blocks).
+    per_module=True: the output is split into one block per module (a LoRA module's A and B, or the
+    head), `dim // modules` coordinates each (the first `dim % modules` get one more), and each block
+    is a JL projection of that module's gradient alone. The curvature is then fitted per block
+    (block-diagonal, as EK-FAC and LoGra do per layer), and a query reads P x dim / modules floats of
+    projection instead of P x dim (13x fewer for MiniLM r=8 query/value + head).
+    """
 
     layout: tuple[tuple[str, int], ...]  # (tensor name, numel) in flattening order
     dim: int
     seed: int
+    per_module: bool = False
 
     @classmethod
-    def for_classifier(cls, classifier: Classifier, dim: int, seed: int) -> "Projector":
+    def for_classifier(cls, classifier: Classifier, dim: int, seed: int, per_module: bool = False) -> "Projector":
         layout = tuple((name, p.numel()) for name, p in trainable_parameters(classifier.model))
-        return cls(layout=layout, dim=dim, seed=seed)
+        return cls(layout=layout, dim=dim, seed=seed, per_module=per_module)
 
     @property
     def layout_sha256(self) -> str:
-        return hashlib.sha256(repr(self.layout).encode()).hexdigest()
+        tag = "/module-blocks" if self.per_module else ""  # a global index never answers a per-module query
+        return hashlib.sha256((repr(self.layout) + tag).encode()).hexdigest()
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        names: list[str] = []
+        for name, _ in self.layout:
+            if not names or names[-1] != module_of(name):
+                names.append(module_of(name))
+        return tuple(names)
+
+    @property
+    def block_slices(self) -> tuple[tuple[int, int], ...]:
+        """(start, stop) of each module's coordinates in the output; one block when not per_module."""
+        if not self.per_module:
+            return ((0, self.dim),)
+        count = len(self.modules)
+        if count > self.dim:
+            raise ValueError(f"projection dim {self.dim} is below the number of modules ({count})")
+        sizes = [self.dim // count + (1 if k < self.dim % count else 0) for k in range(count)]
+        starts = [sum(sizes[:k]) for k in range(count)]
+        return tuple((start, start + size) for start, size in zip(starts, sizes, strict=True))
 
     def _chunk_seed(self, name: str, chunk: int) -> int:
         digest = hashlib.sha256(f"provenant-jl/{self.seed}/{name}/{chunk}".encode()).digest()
@@ -123,14 +158,19 @@ class Projector:
             raise ValueError(f"expected (B, {total}) gradients, got {tuple(grads.shape)}")
         grads = grads.to(torch.float32)
         out = torch.zeros(grads.shape[0], self.dim, dtype=torch.float64)
+        blocks = dict(zip(self.modules, self.block_slices, strict=True)) if self.per_module else None
         offset = 0
         for name, numel in self.layout:
+            start_col, stop_col = blocks[module_of(name)] if blocks is not None else (0, self.dim)
+            width = stop_col - start_col
             for chunk, start in enumerate(range(0, numel, CHUNK_ROWS)):
                 rows = min(CHUNK_ROWS, numel - start)
-                matrix = _projection_chunk(self._chunk_seed(name, chunk), rows, self.dim)
-                out += (grads[:, offset + start:offset + start + rows] @ matrix).to(torch.float64)
+                matrix = _projection_chunk(self._chunk_seed(name, chunk), rows, width)
+                out[:, start_col:stop_col] += (grads[:, offset + start:offset + start + rows] @ matrix).to(torch.float64)
             offset += numel
-        return (out / self.dim ** 0.5).to(torch.float32)
+        for start_col, stop_col in self.block_slices:  # each block is a JL map of its own module
+            out[:, start_col:stop_col] /= (stop_col - start_col) ** 0.5
+        return out.to(torch.float32)
 
 
 class _BlockCache:

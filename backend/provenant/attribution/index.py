@@ -4,15 +4,16 @@ score(query, row) = (P g_query) . v_row,  v_row = (F + lambda I)^-1 P g_row * mi
 
 g is the gradient of the loss at a label w.r.t. the trainable tensors (LoRA + head), P the seeded
 projection (`gradients.Projector`), F the projected Gauss-Newton matrix of the training rows
-(`curvature`), tau the median training-gradient norm (outliers clipped). Positive means
+(`curvature`; optionally block-diagonal per module, P then projecting each LoRA module and the head
+into its own block of coordinates), tau the median training-gradient norm (outliers clipped). Positive means
 up-weighting the row lowers the query's loss at that label, i.e. the row pushed the model toward
 that answer. The curvature is folded into v at build time, so a query
 costs one projected gradient and one (N x D) product, as plain grad-dot does. Scores then pass
 through `duplicates.share_credit`: exact and near-duplicate rows share one row's credit.
 
-Stored per row: v (D float32), self-influence g^T (F + lambda I)^-1 g (float32, the mislabel
-signal), contribution id, row index, label id and duplicate-group head (int64): 4 D + 36 bytes,
-4,132 at the default D = 1024 (the budget is 16 KB).
+Stored per row: v (D float32), self-influence g^T (F + lambda I)^-1 g (float32), the mislabel score
+(`curvature.neighbour_disagreement`, float32), contribution id, row index, label id and
+duplicate-group head (int64): 4 D + 40 bytes, 4,136 at the default D = 1024 (the budget is 16 KB).
 
 Determinism: on one machine (same torch build and thread count), the same classifier, examples and
 settings give identical index bytes, and the same query gives identical scores. Batched queries
@@ -31,7 +32,7 @@ from safetensors.numpy import load as safetensors_load
 from safetensors.numpy import save as safetensors_save
 
 from provenant.attribution.curvature import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING_RATIO, fit_preconditioner,
-                                             training_vectors)
+                                             neighbour_disagreement, training_vectors)
 from provenant.attribution.duplicates import (DEFAULT_NEAR_THRESHOLD, POLICIES, duplicate_groups,
                                               share_credit)
 from provenant.attribution.gradients import Projector, per_example_gradients
@@ -42,7 +43,15 @@ INDEX_FORMAT = "provenant-attribution-index/2"
 LEGACY_FORMAT = "provenant-attribution-index/1"  # plain grad-dot, no groups: still readable
 PROJECT_BLOCK = 256  # examples whose gradients are held at once (256 x P float32, ~77 MB for MiniLM r=8)
 SCORE_BLOCK = 65536  # index rows scored per matrix product
-PER_EXAMPLE_FIELDS = ("gradients", "contribution_ids", "row_indices", "label_ids", "self_influence", "canonical")
+# "global": one JL projection of the whole gradient, one curvature block (format-2 indexes);
+# "module": each LoRA module / the head projected into its own block, block-diagonal curvature;
+# "module-projection": the per-module projection (cheap queries), one global curvature block.
+CURVATURES = ("global", "module", "module-projection")
+# The default stays "global": on the benchmark's classification task (bench/attribution/sweep_eval.py,
+# 16 half-subset retrains) the per-module variants scored LDS 0.52-0.56 against 0.59 and top-1
+# 0.67-0.73 against 0.76-0.80; their gain is speed (the query's projection reads 1/13 of the matrix).
+PER_EXAMPLE_FIELDS = ("gradients", "contribution_ids", "row_indices", "label_ids", "self_influence", "canonical",
+                      "mislabel")
 
 
 class AttributionIndexError(ValueError):
@@ -53,10 +62,12 @@ class AttributionIndexError(ValueError):
 class IndexSettings:
     projection_dim: int = 1024  # float32 per example: 4 bytes each, <= 16 KB per example
     seed: int = 0
-    damping_ratio: float = DEFAULT_DAMPING_RATIO  # lambda / mean eigenvalue of the projected Gauss-Newton
+    # lambda / mean eigenvalue of the projected Gauss-Newton (of each module's block, for "module")
+    damping_ratio: float = DEFAULT_DAMPING_RATIO
     clip_quantile: float = DEFAULT_CLIP_QUANTILE  # training-gradient norms clipped at this quantile
     duplicate_threshold: float | None = DEFAULT_NEAR_THRESHOLD  # None: exact duplicates only
     credit_policy: str = "first"  # who in a duplicate group gets its credit (see duplicates.py)
+    curvature: str = "global"  # see CURVATURES
 
     def __post_init__(self) -> None:
         problems = [msg for ok, msg in [
@@ -67,6 +78,7 @@ class IndexSettings:
             (self.duplicate_threshold is None or 0 < self.duplicate_threshold <= 1,
              "duplicate_threshold must be in (0, 1] or None"),
             (self.credit_policy in POLICIES, f"credit_policy must be one of {POLICIES}"),
+            (self.curvature in CURVATURES, f"curvature must be one of {CURVATURES}"),
         ] if not ok]
         if problems:
             raise ValueError("invalid index settings: " + "; ".join(problems))
@@ -74,13 +86,23 @@ class IndexSettings:
     def to_dict(self) -> dict:
         return {"projection_dim": self.projection_dim, "seed": self.seed, "damping_ratio": self.damping_ratio,
                 "clip_quantile": self.clip_quantile,
-                "duplicate_threshold": self.duplicate_threshold, "credit_policy": self.credit_policy}
+                "duplicate_threshold": self.duplicate_threshold, "credit_policy": self.credit_policy,
+                "curvature": self.curvature}
+
+    @property
+    def per_module(self) -> bool:
+        """The projection is per module (block-diagonal or not)."""
+        return self.curvature in ("module", "module-projection")
+
+    def curvature_blocks(self, projector: Projector) -> tuple[tuple[int, int], ...] | None:
+        return projector.block_slices if self.curvature == "module" else None
 
 
 class AttributionIndex:
     def __init__(self, gradients: np.ndarray, contribution_ids: np.ndarray, row_indices: np.ndarray,
                  label_ids: np.ndarray, settings: IndexSettings, adapter_sha256: str, layout_sha256: str,
-                 self_influence: np.ndarray | None = None, canonical: np.ndarray | None = None):
+                 self_influence: np.ndarray | None = None, canonical: np.ndarray | None = None,
+                 mislabel: np.ndarray | None = None):
         n = len(contribution_ids)
         self.gradients = np.ascontiguousarray(gradients, dtype=np.float32)  # (N, D): preconditioned unit directions
         self.contribution_ids = np.ascontiguousarray(contribution_ids, dtype=np.int64)
@@ -89,6 +111,9 @@ class AttributionIndex:
         self.self_influence = np.ascontiguousarray(
             np.zeros(n) if self_influence is None else self_influence, dtype=np.float32)
         self.canonical = np.ascontiguousarray(np.arange(n) if canonical is None else canonical, dtype=np.int64)
+        # mislabel suspicion (curvature.neighbour_disagreement); an index written without it falls back
+        # to self-influence
+        self.mislabel = np.ascontiguousarray(self.self_influence if mislabel is None else mislabel, dtype=np.float32)
         self.settings = settings
         self.adapter_sha256 = adapter_sha256  # the adapter these gradients were taken at
         self.layout_sha256 = layout_sha256  # the trainable-tensor layout the projection was drawn for
@@ -112,7 +137,7 @@ class AttributionIndex:
 
     @property
     def bytes_per_example(self) -> int:
-        return self.settings.projection_dim * 4 + 4 + 4 * 8
+        return self.settings.projection_dim * 4 + 2 * 4 + 4 * 8
 
     def to_bytes(self) -> bytes:
         """Safetensors; deterministic for equal contents. The metadata is ONE key holding sorted JSON:
@@ -134,7 +159,8 @@ class AttributionIndex:
         if fmt not in (INDEX_FORMAT, LEGACY_FORMAT):
             raise AttributionIndexError(f"unsupported index format {fmt!r}")
         try:
-            settings = IndexSettings(**metadata["settings"])
+            # indexes written before module blocks existed were one global block
+            settings = IndexSettings(**{"curvature": "global", **metadata["settings"]})
             if fmt == LEGACY_FORMAT:  # grad-dot vectors; self-influence is |g|^2; no groups
                 grads = arrays["gradients"].astype(np.float64)
                 return cls(arrays["gradients"], arrays["contribution_ids"], arrays["row_indices"],
@@ -142,7 +168,7 @@ class AttributionIndex:
                            np.einsum("ij,ij->i", grads, grads), None)
             return cls(arrays["gradients"], arrays["contribution_ids"], arrays["row_indices"], arrays["label_ids"],
                        settings, metadata["adapter_sha256"], metadata["layout_sha256"], arrays["self_influence"],
-                       arrays["canonical"])
+                       arrays["canonical"], arrays.get("mislabel"))
         except KeyError as exc:
             raise AttributionIndexError(f"attribution index lacks {exc}") from exc
 
@@ -155,16 +181,19 @@ def _read_metadata(data: bytes) -> dict[str, str]:
 
 def index_from_projected(projected: torch.Tensor | np.ndarray, *, contribution_ids: Sequence[int],
                          row_indices: Sequence[int], label_ids: Sequence[int], texts: Sequence[str],
-                         settings: IndexSettings, adapter_sha256: str, layout_sha256: str) -> AttributionIndex:
-    """The model-independent half of index building: curvature, training vectors, duplicate groups."""
+                         settings: IndexSettings, adapter_sha256: str, layout_sha256: str,
+                         blocks: Sequence[tuple[int, int]] | None = None) -> AttributionIndex:
+    """The model-independent half of index building: curvature, training vectors, duplicate groups.
+    blocks: the projector's per-module coordinate ranges (block-diagonal curvature); None: one block."""
     projected = np.asarray(projected.numpy() if isinstance(projected, torch.Tensor) else projected, dtype=np.float64)
-    preconditioner = fit_preconditioner(projected, settings.damping_ratio)
+    preconditioner = fit_preconditioner(projected, settings.damping_ratio, blocks)
     vectors, self_influence = training_vectors(projected, preconditioner, settings.clip_quantile)
+    suspicion = neighbour_disagreement(projected, vectors)
     order = list(zip((int(c) for c in contribution_ids), (int(r) for r in row_indices)))
     canonical = duplicate_groups(texts, list(label_ids), order, settings.duplicate_threshold)
     return AttributionIndex(vectors.astype(np.float32), np.asarray(contribution_ids), np.asarray(row_indices),
                             np.asarray(label_ids), settings, adapter_sha256, layout_sha256, self_influence,
-                            canonical)
+                            canonical, suspicion)
 
 
 def build_index(classifier: Classifier, examples: Sequence[Example], settings: IndexSettings) -> AttributionIndex:
@@ -174,7 +203,7 @@ def build_index(classifier: Classifier, examples: Sequence[Example], settings: I
     unknown = sorted({ex.label for ex in examples} - set(classifier.labels))
     if unknown:
         raise ValueError(f"examples use labels the classifier does not have: {unknown[:5]}")
-    projector = Projector.for_classifier(classifier, settings.projection_dim, settings.seed)
+    projector = Projector.for_classifier(classifier, settings.projection_dim, settings.seed, settings.per_module)
     label_ids = [classifier.label_to_id[ex.label] for ex in examples]
     blocks = []
     for start in range(0, len(examples), PROJECT_BLOCK):
@@ -184,7 +213,8 @@ def build_index(classifier: Classifier, examples: Sequence[Example], settings: I
     return index_from_projected(
         torch.cat(blocks), contribution_ids=[ex.contribution_id for ex in examples],
         row_indices=[ex.row_index for ex in examples], label_ids=label_ids, texts=[ex.text for ex in examples],
-        settings=settings, adapter_sha256=classifier.adapter_sha256, layout_sha256=projector.layout_sha256)
+        settings=settings, adapter_sha256=classifier.adapter_sha256, layout_sha256=projector.layout_sha256,
+        blocks=settings.curvature_blocks(projector))
 
 
 def score_projected(index: AttributionIndex, queries: np.ndarray, share_duplicates: bool = True) -> np.ndarray:
@@ -211,7 +241,8 @@ def attribute(classifier: Classifier, index: AttributionIndex, text: str, label:
 def attribute_many(classifier: Classifier, index: AttributionIndex, texts: Sequence[str],
                    labels: Sequence[str] | None = None, share_duplicates: bool = True) -> np.ndarray:
     """(len(texts), len(index)) float64 scores; one projection pass for the whole batch of queries."""
-    projector = Projector.for_classifier(classifier, index.settings.projection_dim, index.settings.seed)
+    projector = Projector.for_classifier(classifier, index.settings.projection_dim, index.settings.seed,
+                                         index.settings.per_module)
     if index.adapter_sha256 != classifier.adapter_sha256 or index.layout_sha256 != projector.layout_sha256:
         raise AttributionIndexError("this attribution index was built for a different adapter")
     if labels is None:
@@ -226,8 +257,7 @@ def attribute_many(classifier: Classifier, index: AttributionIndex, texts: Seque
 
 
 def mislabel_scores(index: AttributionIndex) -> np.ndarray:
-    """Per-row suspicion that the row is mislabelled: its self-influence g^T (F + lambda I)^-1 g.
-
-    A row whose label fights the rest of the data keeps a large gradient in a direction few other
-    rows share, so the model's curvature does not absorb it."""
-    return index.self_influence.astype(np.float64)
+    """Per-row suspicion that the row is mislabelled: how strongly its nearest training rows (in the
+    projected gradient space) oppose its label, relative to its own self-influence
+    (`curvature.neighbour_disagreement`). Indexes written before it fall back to self-influence."""
+    return index.mislabel.astype(np.float64)

@@ -46,7 +46,7 @@ def lm_projector(model: nn.Module, settings: IndexSettings) -> Projector:
     layout = tuple((name, p.numel()) for name, p in trainable(model))
     if not layout:
         raise AttributionIndexError("the model has no trainable (LoRA) tensors to attribute through")
-    return Projector(layout=layout, dim=settings.projection_dim, seed=settings.seed)
+    return Projector(layout=layout, dim=settings.projection_dim, seed=settings.seed, per_module=settings.per_module)
 
 
 def adapter_fingerprint(model: nn.Module) -> str:
@@ -86,7 +86,8 @@ def build_lm_index(model: nn.Module, base: CausalBaseModel, examples: Sequence[L
         torch.cat(blocks), contribution_ids=[ex.contribution_id for ex in examples],
         row_indices=[ex.row_index for ex in examples], label_ids=[0] * len(examples),
         texts=[ex.prompt + "\n" + ex.completion for ex in examples], settings=settings,
-        adapter_sha256=adapter_fingerprint(model), layout_sha256=projector.layout_sha256)
+        adapter_sha256=adapter_fingerprint(model), layout_sha256=projector.layout_sha256,
+        blocks=settings.curvature_blocks(projector))
 
 
 def attribute_lm_many(model: nn.Module, base: CausalBaseModel, index: AttributionIndex, prompts: Sequence[str],
