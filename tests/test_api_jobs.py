@@ -89,6 +89,10 @@ def test_bad_jobs_are_refused_naming_the_problem(api: TestClient) -> None:
     headers = _login(api, dev_accounts()[6])
     r = api.post("/v1/jobs", json={"name": "q", "datanet_ids": [1], "load_in_4bit": True}, headers=headers)
     assert r.status_code == 422 and "4-bit" in r.json()["detail"]
+    with pytest.MonkeyPatch.context() as env:  # the server's own device setting is malformed
+        env.setenv("PROVENANT_DEVICE", "banana")
+        r = api.post("/v1/jobs", json={"name": "q", "datanet_ids": [1], "load_in_4bit": True}, headers=headers)
+    assert r.status_code == 422 and "unknown device 'banana'" in r.json()["detail"]
     r = api.post("/v1/jobs", json={"name": "bad", "datanet_ids": [1], "lora": {"rank": 0}}, headers=headers)
     assert r.status_code == 422
     r = api.post("/v1/jobs", json={"name": "nothing", "datanet_ids": [99], "lora": SMALL}, headers=headers)

@@ -115,12 +115,12 @@ def create_jobs_router(runner: JobRunner, require_session: Callable[..., Session
     def launch(body: JobIn, session: Session = Depends(require_session)) -> dict[str, Any]:
         """Queue a training job on the approved contributions of the chosen Datanets."""
         if body.load_in_4bit:  # refused here, before a job exists, when this machine cannot run it
-            from provenant.factory.devices import resolve_device
+            from provenant.factory.devices import DeviceError, resolve_device
             from provenant.factory.qlora import QuantizationUnavailable, check_available
 
-            try:
+            try:  # a malformed PROVENANT_DEVICE on the server is named too, not a 500
                 check_available(resolve_device(None))
-            except QuantizationUnavailable as exc:
+            except (QuantizationUnavailable, DeviceError) as exc:
                 raise HTTPException(422, str(exc)) from None
         from provenant.factory.base_models import default_target_modules
         from provenant.factory.builder import ModelRequest  # torch loads here, not at server start

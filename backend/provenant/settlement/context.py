@@ -24,7 +24,7 @@ from provenant.chain.bindings import SplitView, decode
 from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts
 from provenant.factory.lineage import Manifest
-from provenant.serving.models import ModelIntegrityError, ModelRecord
+from provenant.serving.records import ModelIntegrityError, ModelRecord
 from provenant.settlement.epoch import Split
 from provenant.settlement.membership import Charge, read_charges
 from provenant.settlement.rpc import retrying
