@@ -12,7 +12,7 @@ from provenant_indexer.fetch import ChainMoved
 from provenant_indexer.rpc import JsonRpc, RangeTooLarge
 from provenant_indexer.workload import World
 from test_indexer_support import (  # noqa: F401 - fixtures
-    Databases, act, assert_equals_fresh, config_for, dbs, rpc, sqlite_dbs, world,
+    Databases, act, assert_equals_fresh, config_for, dbs, mine, rpc, sqlite_dbs, world,
 )
 
 
@@ -62,6 +62,32 @@ def test_a_dead_fetch_process_falls_back_to_in_line_fetches(world: World, anvil:
         assert fetch_process is not None
         fetch_process.process.kill()
         indexer.run_until_head()
+    finally:
+        indexer.close()
+    assert_equals_fresh(engine, sqlite_dbs, world.c, anvil.rpc_url)
+
+
+def test_a_prefetched_tip_replaced_on_the_same_parent_is_caught_before_caught_up(world: World, rpc: JsonRpc,
+                                                                                   anvil: Devnet,
+                                                                                   sqlite_dbs: Databases) -> None:
+    """Found by the property test: the last batch, prefetched before a reorg that replaced it on
+    the same parent (so no parent check can see it), was written and reported as caught up."""
+    act(world, 6)
+    fork_at = rpc.block_number()
+    snapshot, saved = rpc.call("evm_snapshot"), world.snapshot()
+    act(world, 3)
+    engine = sqlite_dbs.engine()
+    indexer = Indexer(engine, config_for(world.c, anvil.rpc_url, range_start=1, range_max=1))
+    try:
+        while indexer.head()[0] < fork_at:
+            indexer.step()  # one block per batch; the next block is fetched ahead in a thread
+        pending = indexer._ahead._pending
+        assert pending is not None and pending.result().from_block == fork_at + 1
+        rpc.call("evm_revert", [snapshot])
+        world.restore(saved)
+        mine(rpc)  # block fork_at + 1 again, on the same parent, without the old transaction
+        indexer.run_until_head()
+        assert indexer.status.last_rollback is not None
     finally:
         indexer.close()
     assert_equals_fresh(engine, sqlite_dbs, world.c, anvil.rpc_url)

@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 
 from provenant_indexer import Indexer, diff_tables, dump_tables, make_engine, open_index
 from provenant_indexer.abi import EventTable
-from provenant_indexer.rpc import JsonRpc
+from provenant_indexer.rpc import JsonRpc, RpcError
 from provenant_indexer.workload import World
 from test_indexer_support import config_for, rpc, world  # noqa: F401 - fixtures
 
@@ -128,7 +128,16 @@ class Harness:
             if depth <= 0 or not self._may_cut(head - depth):
                 return
             if kind == "reorg":
-                self.rpc.call("anvil_reorg", [depth, []])  # same height, the last blocks now empty
+                try:
+                    self.rpc.call("anvil_reorg", [depth, []])  # same height, the last blocks now empty
+                except RpcError as exc:
+                    # anvil keeps no state for some blocks once snapshots were reverted across them,
+                    # and refuses the reorg ("Required data unavailable"), changing nothing: a
+                    # step this node cannot take, not an indexer failure.
+                    if "Required data unavailable" not in str(exc):
+                        raise
+                    assert self.rpc.block_number() == head
+                    return
             else:
                 self.rpc.call("anvil_rollback", [depth])
             self._rewind_to(head - depth)

@@ -150,10 +150,20 @@ class Indexer:
             # batch's last block.
             self._ahead.submit(batch.to_block + 1, target, batch.headers[-1].hash, batch.events)
         events = self._write(batch)
-        if batch.to_block >= target:
-            self._checkpoint_wal()  # part of the backfill's time: it ends with the database up to date
-        return StepResult(blocks=batch.to_block - batch.from_block + 1, events=events,
-                          caught_up=batch.to_block >= target)
+        blocks = batch.to_block - batch.from_block + 1
+        if batch.to_block < target:
+            return StepResult(blocks=blocks, events=events)
+        self._checkpoint_wal()  # part of the backfill's time: it ends with the database up to date
+        # A prefetched batch was read before this write; a reorg since then can have replaced its
+        # blocks on top of the same parent, which the parent check cannot see. The next batch's
+        # parent check covers every other batch; the last one is checked here, so that "caught up"
+        # always means "holding the chain as it is now".
+        try:
+            self._check_head(batch.to_block, batch.headers[-1].hash)
+        except ChainMoved as moved:
+            log.info("chain moved while indexing (%s): checking ancestry", moved)
+            return StepResult(blocks=blocks, events=events, rolled_back=self.handle_reorg())
+        return StepResult(blocks=blocks, events=events, caught_up=True)
 
     def _take(self, head: int) -> Ready | None:
         """The prefetched batch, if it still starts right after our head (else it is dropped)."""
