@@ -184,6 +184,7 @@ class CompiledEvent:
         self._fast = fast if len(fast) == len(data_params) else None
         self._generated = self._generate(spec, data_params) if self._fast is not None else None
         self._generated_json = self._generate_json(spec, data_params) if self._fast is not None else None
+        self._generated_text: Callable[[Sequence[str], str], tuple[dict[str, Any] | None, str]] | None = None
 
     @staticmethod
     def _generate(spec: EventSpec, data_params: list[Param]) -> Callable[[Sequence[str], str], dict[str, Any]]:
@@ -215,26 +216,29 @@ class CompiledEvent:
         return helpers["decode"]  # type: ignore[no-any-return]
 
     @staticmethod
-    def _generate_json(spec: EventSpec, data_params: list[Param]) -> Callable[[Sequence[str], str], tuple[dict[str, Any], str]]:
-        """Like _generate, returning the JSON text of the arguments too, written from the types:
-        orjson refuses integers above 64 bits (most token amounts), and json.dumps of a dict
-        cost more than the decoding itself."""
+    def _generate_json(spec: EventSpec, data_params: list[Param],
+                       with_args: bool = True) -> Callable[[Sequence[str], str], tuple[dict[str, Any] | None, str]]:
+        """Like _generate, returning the JSON text of the arguments too, written from the types
+        as one f-string (one allocation; a chain of `+` made a string per part): orjson refuses
+        integers above 64 bits (most token amounts), and json.dumps of a dict cost more than the
+        decoding itself. Without `with_args` the dict is not built (None in its place): the raw
+        `events` row is all an event no handler reads needs."""
         helpers: dict[str, Any] = {"_json": json_text, "_str": orjson_text}
-        lines, items, parts = [], [], []
+        lines, items, fields = [], [], []
 
         def word(abi_type: str, src: str, lo: int, name: str) -> str:
             return _word_expression(abi_type, src, lo, f"_s{name}", helpers)
 
-        def text(abi_type: str, var: str) -> str:
+        def text(abi_type: str, var: str) -> str:  # an f-string field
             if abi_type.startswith(("uint", "int")) and "[" not in abi_type:
-                return f"str({var})"
+                return "{" + var + "}"
             if abi_type == "bool":
-                return f"('true' if {var} else 'false')"
+                return '{("true" if ' + var + ' else "false")}'
             if abi_type == "address" or (abi_type.startswith("bytes") and "[" not in abi_type):
-                return f"'\"' + {var} + '\"'"  # 0x-hex: nothing to escape
+                return '"{' + var + '}"'  # 0x-hex: nothing to escape
             if abi_type == "string":
-                return f"_str({var})"
-            return f"_json({var})"  # arrays: orjson, or json for integers above 64 bits
+                return "{_str(" + var + ")}"
+            return "{_json(" + var + ")}"  # arrays: orjson, or json for integers above 64 bits
 
         values: list[tuple[Param, str]] = []
         topic = 1
@@ -258,17 +262,26 @@ class CompiledEvent:
             values.append((p, var))
         for n, (p, var) in enumerate(values):
             items.append(f"{p.name!r}: {var}")
-            key = orjson_text(p.name)
-            parts.append(repr(("{" if n == 0 else ",") + key + ":") + " + " + text(p.abi_type, var))
-        body = " + ".join(parts) + " + '}'" if parts else "'{}'"
+            key = orjson_text(p.name).replace("{", "{{").replace("}", "}}")
+            fields.append(("{{" if n == 0 else ",") + key + ":" + text(p.abi_type, var))
+        body = "f" + repr("".join(fields) + "}}") if fields else "'{}'"
+        args = "{" + ", ".join(items) + "}" if with_args else "None"
         source = ("def decode(t, data):\n    h = data[2:]\n" + "".join(line + "\n" for line in lines)
-                  + "    return {" + ", ".join(items) + "}, " + body + "\n")
+                  + f"    return {args}, {body}\n")
         exec(compile(source, f"<json decoder {spec.signature}>", "exec"), helpers)  # noqa: S102 - our own ABI's text
         return helpers["decode"]  # type: ignore[no-any-return]
 
-    def json_decoder(self) -> Callable[[Sequence[str], str], tuple[dict[str, Any], str]]:
-        """decode_json itself, or the generated function it would call (one call less per log)."""
-        return self._generated_json or self.decode_json
+    def json_decoder(self, with_args: bool = True) -> Callable[[Sequence[str], str], tuple[dict[str, Any] | None, str]]:
+        """decode_json itself, or the generated function it would call (one call less per log);
+        without `with_args`, one that returns None for the arguments (only their JSON text)."""
+        if self._generated_json is None:
+            return self.decode_json
+        if with_args:
+            return self._generated_json
+        if self._generated_text is None:
+            self._generated_text = self._generate_json(self.spec, [p for p in self.spec.params if not p.indexed],
+                                                       with_args=False)
+        return self._generated_text
 
     def decode_json(self, topics: Sequence[str], data: str) -> tuple[dict[str, Any], str]:
         """(arguments, their JSON text as the events table stores it)."""

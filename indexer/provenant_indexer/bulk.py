@@ -18,7 +18,7 @@ from typing import Any, Callable
 import orjson
 from sqlalchemy import JSON, Connection, Table
 
-from provenant_indexer.schema import Uint256
+from provenant_indexer.columns import Uint256
 
 Converter = Callable[[Any], Any]
 _SMALL = 20  # below this many rows the generic path is as fast
@@ -49,6 +49,66 @@ def _converters(table: Table, dialect: str) -> list[Converter]:
         else:
             out.append(_identity)
     return out
+
+
+# -- COPY text on PostgreSQL ---------------------------------------------------------------------
+# psycopg's write_row dumps value by value, through a Python call per row. Rows are instead
+# formatted in one `str.join` over `fmt % row` (the per-value work in C; bools print as
+# True/False, which PostgreSQL's boolean input takes) and sent as COPY text, a chunk at a time.
+# That text is right only when no value holds a character COPY text would need escaped (tab,
+# newline, carriage return, backslash): checked on the whole chunk by counting (every tab and
+# newline must be a separator we wrote, every backslash one of our NULL markers); when the check
+# fails the chunk goes through write_row, which escapes everything. Same rows, same transaction.
+_NULL = "\\N"
+
+
+def _copy_formatter(table: Table) -> Callable[[tuple[Any, ...]], str]:
+    fmt = "\t".join(["%s"] * len(table.columns)) + "\n"
+    nullable = [i for i, c in enumerate(table.columns) if c.nullable]
+    if not nullable:
+        return fmt.__mod__
+    values = ", ".join(f"(N if r[{i}] is None else r[{i}])" if i in nullable else f"r[{i}]"
+                       for i in range(len(table.columns)))
+    source = f"def line(r):\n    return F % ({values},)\n"
+    scope: dict[str, Any] = {"F": fmt, "N": _NULL}
+    exec(compile(source, f"<copy line {table.name}>", "exec"), scope)  # noqa: S102 - our own schema's text
+    return scope["line"]  # type: ignore[no-any-return]
+
+
+_formatters: dict[str, tuple[Callable[[tuple[Any, ...]], str], list[int]]] = {}
+
+
+def copy_text(table: Table, tuples: list[tuple[Any, ...]]) -> str | None:
+    """The COPY text of `tuples` (column order, values as bound: ints, decimal or JSON text,
+    bools), or None when some value would need escaping."""
+    if table.name not in _formatters:
+        _formatters[table.name] = (_copy_formatter(table), [i for i, c in enumerate(table.columns) if c.nullable])
+    line, nullable = _formatters[table.name]
+    text = "".join(map(line, tuples))
+    rows, columns = len(tuples), len(table.columns)
+    markers = sum(list(map(itemgetter(i), tuples)).count(None) for i in nullable)
+    if (text.count("\n") != rows or text.count("\t") != rows * (columns - 1)
+            or text.count("\\") != markers or "\r" in text):
+        return None
+    return text
+
+
+_COPY_CHUNK = 2_000  # rows formatted per write: the server parses one chunk while we format the next
+
+
+def copy_rows(driver: Any, table: Table, tuples: list[tuple[Any, ...]]) -> None:
+    """COPY `tuples` into `table` on a psycopg 3 connection, in its current transaction."""
+    names = ", ".join(c.name for c in table.columns)
+    with driver.cursor() as cursor:
+        with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+            for start in range(0, len(tuples), _COPY_CHUNK):
+                chunk = tuples[start : start + _COPY_CHUNK]
+                text = copy_text(table, chunk)
+                if text is not None:
+                    copy.write(text)
+                    continue
+                for values in chunk:  # some value needs escaping: psycopg escapes each one
+                    copy.write_row(values)
 
 
 @dataclass(frozen=True)
@@ -98,10 +158,7 @@ def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> N
         marks = ", ".join("?" * len(names))
         driver.executemany(f'INSERT INTO "{table.name}" ({", ".join(names)}) VALUES ({marks})', tuples)  # type: ignore[union-attr]
         return
-    with driver.cursor() as cursor:  # type: ignore[union-attr]
-        with cursor.copy(f'COPY "{table.name}" ({", ".join(names)}) FROM STDIN') as copy:
-            for values in tuples:
-                copy.write_row(values)
+    copy_rows(driver, table, tuples)
 
 
 def insert_tuples(conn: Connection, table: Table, tuples: list[tuple[Any, ...]]) -> None:
@@ -118,10 +175,7 @@ def insert_tuples(conn: Connection, table: Table, tuples: list[tuple[Any, ...]])
         driver.executemany(f'INSERT INTO "{table.name}" ({", ".join(names)}) VALUES ({marks})', tuples)  # type: ignore[union-attr]
         return
     if dialect == "postgresql":
-        with driver.cursor() as cursor:  # type: ignore[union-attr]
-            with cursor.copy(f'COPY "{table.name}" ({", ".join(names)}) FROM STDIN') as copy:
-                for values in tuples:
-                    copy.write_row(values)
+        copy_rows(driver, table, tuples)
         return
     # Another dialect: through SQLAlchemy, with JSON columns parsed back (it encodes them itself).
     is_json = [isinstance(c.type, JSON) for c in table.columns]

@@ -8,7 +8,7 @@ done in Python so they are exact on both.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import BigInteger, Column, Dialect, Integer, MetaData, Numeric, PrimaryKeyConstraint, String, Table
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -61,3 +61,40 @@ def _fact(name: str, *columns: Any) -> Table:
         *columns,
         PrimaryKeyConstraint("block_number", "log_index"),
     )
+
+
+
+def row_maker(table: Table) -> Callable[..., tuple[Any, ...]]:
+    """A function taking the table's columns as keywords (nullable ones default to None) and
+    returning the row as the bulk writers take it: a tuple in column order, uint256 values as
+    decimal text (how SQLite stores them; PostgreSQL's COPY reads NUMERIC from that text too).
+    Tables that start with (block_number, log_index) take the log's location first, positionally
+    (anything indexable: handlers.Loc). Handlers build their rows with it: no dict per row, and a
+    misspelt or missing column is a TypeError, as it was a KeyError before."""
+    columns = list(table.columns)
+    located = [c.name for c in columns[:2]] == ["block_number", "log_index"]
+    params, values = (["loc", "/"] if located else []), (["loc[0]", "loc[1]"] if located else [])
+    keywords = []
+    for column in columns[2:] if located else columns:
+        name = column.name
+        keywords.append(f"{name}=None" if column.nullable else name)
+        if isinstance(column.type, Uint256):
+            values.append(f"(None if {name} is None else str({name}))" if column.nullable else f"str({name})")
+        else:
+            values.append(name)
+    params += ["*", *keywords]
+    source = f"def make({', '.join(params)}):\n    return ({', '.join(values)},)\n"
+    scope: dict[str, Any] = {}
+    exec(compile(source, f"<row {table.name}>", "exec"), scope)  # noqa: S102 - our own schema's text
+    return scope["make"]  # type: ignore[no-any-return]
+
+
+class RowMakers(dict):  # type: ignore[type-arg]
+    """Table -> its row_maker, made on first use."""
+
+    def __missing__(self, table: Table) -> Callable[..., tuple[Any, ...]]:
+        maker = self[table] = row_maker(table)
+        return maker
+
+
+ROWS = RowMakers()

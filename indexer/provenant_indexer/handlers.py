@@ -16,6 +16,7 @@ from sqlalchemy import Table
 
 from provenant_indexer import schema as s
 from provenant_indexer.abi import EventTable, UnknownEvent
+from provenant_indexer.columns import ROWS
 from provenant_indexer.handlers_agents import AGENT_HANDLERS
 
 STATUS_NAMES = {"ContributionSubmitted": "pending", "ContributionApproved": "approved",
@@ -40,7 +41,8 @@ class RepDelta:
 
 @dataclass
 class Changes:
-    inserts: dict[Table, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    # Rows to append, as columns.row_maker makes them (tuples in column order, ready to bind).
+    inserts: dict[Table, list[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(list))
     new_datanets: dict[int, dict[str, Any]] = field(default_factory=dict)
     new_contributions: dict[int, dict[str, Any]] = field(default_factory=dict)
     new_models: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -58,10 +60,7 @@ class Changes:
     event_rows: list[tuple[Any, ...]] = field(default_factory=list)
     event_count: int = 0
 
-    def add(self, table: Table, loc: Loc | None, **row: Any) -> None:
-        if loc is not None:
-            row["block_number"] = loc.block_number
-            row["log_index"] = loc.log_index
+    def add(self, table: Table, row: tuple[Any, ...]) -> None:
         self.inserts[table].append(row)
 
 
@@ -79,21 +78,22 @@ def _datanet_created(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
 
 def _datanet_version(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
     d = a["datanetId"]
-    ch.add(s.datanet_versions, loc, datanet_id=d, version=a["version"])
+    ch.add(s.datanet_versions, ROWS[s.datanet_versions](loc, datanet_id=d, version=a["version"]))
     target = ch.new_datanets.get(d) or ch.datanet_updates.setdefault(d, {})
     target.update(version=a["version"], updated_block=loc.block_number)
 
 
 def _curator_set(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
     key = (a["datanetId"], a["account"])
-    ch.add(s.curator_changes, loc, datanet_id=key[0], account=key[1], enabled=a["enabled"])
+    ch.add(s.curator_changes, ROWS[s.curator_changes](loc, datanet_id=key[0], account=key[1], enabled=a["enabled"]))
     ch.curators[key] = {"datanet_id": key[0], "account": key[1], "enabled": a["enabled"],
                         "updated_block": loc.block_number}
 
 
 def _contributor_allowed(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
     key = (a["datanetId"], a["account"])
-    ch.add(s.allowlist_changes, loc, datanet_id=key[0], account=key[1], allowed=a["allowed"])
+    ch.add(s.allowlist_changes, ROWS[s.allowlist_changes](
+        loc, datanet_id=key[0], account=key[1], allowed=a["allowed"]))
     ch.allowlist[key] = {"datanet_id": key[0], "account": key[1], "allowed": a["allowed"],
                          "updated_block": loc.block_number}
 
@@ -108,8 +108,9 @@ def _contribution_submitted(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
         "slashed": None, "block_number": loc.block_number, "log_index": loc.log_index, "tx_hash": loc.tx_hash,
         "updated_block": loc.block_number,
     }
-    ch.add(s.contribution_status, loc, contribution_id=cid, datanet_id=a["datanetId"], contributor=contributor,
-           status="pending", actor=contributor, reason=None, slashed=None)
+    ch.add(s.contribution_status, ROWS[s.contribution_status](
+        loc, contribution_id=cid, datanet_id=a["datanetId"], contributor=contributor, status="pending",
+        actor=contributor, reason=None, slashed=None))
     rep = ch.reputation[contributor]
     rep.submitted += 1
     rep.block = loc.block_number
@@ -123,8 +124,9 @@ def _status_change(event: str) -> Handler:
         datanet_id, contributor = ch.contributors[cid]
         actor = a.get("curator", contributor)
         reason, slashed = a.get("reason"), a.get("slashed")
-        ch.add(s.contribution_status, loc, contribution_id=cid, datanet_id=datanet_id, contributor=contributor,
-               status=status, actor=actor, reason=reason, slashed=slashed)
+        ch.add(s.contribution_status, ROWS[s.contribution_status](
+            loc, contribution_id=cid, datanet_id=datanet_id, contributor=contributor, status=status, actor=actor,
+            reason=reason, slashed=slashed))
         cache = {"status": status, "status_actor": actor, "reject_reason": reason, "slashed": slashed,
                  "updated_block": loc.block_number}
         (ch.new_contributions.get(cid) or ch.contribution_updates.setdefault(cid, {})).update(cache)
@@ -151,54 +153,60 @@ def _model_lineage(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
     ch.new_models[m].update(base_model=a["baseModel"], config_hash=a["configHash"], adapter_cid=a["adapterCid"],
                             manifest_cid=a["manifestCid"])
     for position, d in enumerate(a["datanetIds"]):
-        ch.add(s.model_datanets, None, model_id=m, datanet_id=d, position=position, block_number=loc.block_number)
+        ch.add(s.model_datanets, ROWS[s.model_datanets](
+            model_id=m, datanet_id=d, position=position, block_number=loc.block_number))
     for c in a["contributionIds"]:
-        ch.add(s.model_contributions, None, model_id=m, contribution_id=c, block_number=loc.block_number)
+        ch.add(s.model_contributions, ROWS[s.model_contributions](
+            model_id=m, contribution_id=c, block_number=loc.block_number))
 
 
 def _model_terms(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
     m = a["modelId"]
-    ch.add(s.model_terms, loc, model_id=m, price_per_call=a["pricePerCall"], server=a["server"])
+    ch.add(s.model_terms, ROWS[s.model_terms](loc, model_id=m, price_per_call=a["pricePerCall"], server=a["server"]))
     (ch.new_models.get(m) or ch.model_updates.setdefault(m, {})).update(
         price_per_call=a["pricePerCall"], server=a["server"], updated_block=loc.block_number)
 
 
 def _movement(kind: str) -> Handler:
     def handle(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
-        ch.add(s.escrow_movements, loc, model_id=a["modelId"], consumer=a["consumer"], kind=kind,
-               amount=a["amount"], tx_hash=loc.tx_hash)
+        ch.add(s.escrow_movements, ROWS[s.escrow_movements](
+            loc, model_id=a["modelId"], consumer=a["consumer"], kind=kind, amount=a["amount"], tx_hash=loc.tx_hash))
 
     return handle
 
 
 def _charged(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
-    ch.add(s.charges, loc, model_id=a["modelId"], consumer=a["consumer"], seq=a["seq"], amount=a["amount"],
-           cumulative_amount=a["cumulativeAmount"], tx_hash=loc.tx_hash)
+    ch.add(s.charges, ROWS[s.charges](
+        loc, model_id=a["modelId"], consumer=a["consumer"], seq=a["seq"], amount=a["amount"],
+        cumulative_amount=a["cumulativeAmount"], tx_hash=loc.tx_hash))
 
 
 def _fees_paid(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
-    ch.add(s.fee_payments, loc, model_id=a["modelId"], payer=a["payer"], seq=a["seq"], amount=a["amount"],
-           tx_hash=loc.tx_hash)
+    ch.add(s.fee_payments, ROWS[s.fee_payments](
+        loc, model_id=a["modelId"], payer=a["payer"], seq=a["seq"], amount=a["amount"], tx_hash=loc.tx_hash))
 
 
 def _fees_released(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
-    ch.add(s.fee_releases, loc, model_id=a["modelId"], from_seq=a["fromSeq"], to_seq=a["toSeq"], amount=a["amount"])
+    ch.add(s.fee_releases, ROWS[s.fee_releases](
+        loc, model_id=a["modelId"], from_seq=a["fromSeq"], to_seq=a["toSeq"], amount=a["amount"]))
 
 
 def _epoch_settled(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
-    ch.add(s.epochs, loc, model_id=a["modelId"], epoch=a["epoch"], upto_seq=a["uptoSeq"],
-           payout_root=a["payoutRoot"], claim_cap=a["claimCap"], results_cid=a["resultsCid"], tx_hash=loc.tx_hash)
+    ch.add(s.epochs, ROWS[s.epochs](
+        loc, model_id=a["modelId"], epoch=a["epoch"], upto_seq=a["uptoSeq"], payout_root=a["payoutRoot"],
+        claim_cap=a["claimCap"], results_cid=a["resultsCid"], tx_hash=loc.tx_hash))
 
 
 def _epoch_split(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
-    ch.add(s.epoch_splits, loc, model_id=a["modelId"], epoch=a["epoch"], fee_total=a["feeTotal"],
-           protocol_amount=a["protocolAmount"], owner_amount=a["ownerAmount"], curators_total=a["curatorsTotal"],
-           contributors_total=a["contributorsTotal"], carried_dust=a["carriedDust"])
+    ch.add(s.epoch_splits, ROWS[s.epoch_splits](
+        loc, model_id=a["modelId"], epoch=a["epoch"], fee_total=a["feeTotal"], protocol_amount=a["protocolAmount"],
+        owner_amount=a["ownerAmount"], curators_total=a["curatorsTotal"], contributors_total=a["contributorsTotal"],
+        carried_dust=a["carriedDust"]))
 
 
 def _claimed(ch: Changes, loc: Loc, a: dict[str, Any]) -> None:
-    ch.add(s.claims, loc, model_id=a["modelId"], epoch=a["epoch"], account=a["account"], amount=a["amount"],
-           tx_hash=loc.tx_hash)
+    ch.add(s.claims, ROWS[s.claims](
+        loc, model_id=a["modelId"], epoch=a["epoch"], account=a["account"], amount=a["amount"], tx_hash=loc.tx_hash))
 
 
 HANDLERS: dict[tuple[str, str], Handler] = {
@@ -273,8 +281,10 @@ def _decode_in_order(logs: list[Mapping[str, Any]], table: EventTable) -> Decode
                 raise UnknownEvent(f"log at {address} with topic0 {topics[0]} matches no event in its ABI") from None
             kind = 1 if event.name == "ContributionSubmitted" else 2 if event.name in STATUS_EVENTS else 0
             key = (event.contract, event.name)
+            has_handler = key in HANDLERS  # else only the JSON text is made (no dict of arguments)
             route = dispatch[(entry["address"], topics[0])] = (
-                event.json_decoder(), key if key in HANDLERS else None, event.contract, event.name, kind, address)
+                event.json_decoder(with_args=has_handler), key if has_handler else None, event.contract,
+                event.name, kind, address)
         decode, handler_key, contract, name, kind, address = route
         args, text = decode(topics, entry["data"])
         tx_hash = entry["transactionHash"]

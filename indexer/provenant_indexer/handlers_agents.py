@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from provenant_indexer import schema as s
+from provenant_indexer.columns import ROWS
 
 if TYPE_CHECKING:
     from provenant_indexer.handlers import Changes, Loc
@@ -37,56 +38,59 @@ def _registered(ch: "Changes", loc: "Loc", a: dict[str, Any]) -> None:
         "registration_cid": registration_cid(uri), "block_number": loc.block_number, "log_index": loc.log_index,
         "tx_hash": loc.tx_hash, "updated_block": loc.block_number,
     }
-    ch.add(s.agent_uris, loc, agent_id=agent_id, uri=uri, cid=registration_cid(uri), updated_by=owner,
-           tx_hash=loc.tx_hash)
+    ch.add(s.agent_uris, ROWS[s.agent_uris](
+        loc, agent_id=agent_id, uri=uri, cid=registration_cid(uri), updated_by=owner, tx_hash=loc.tx_hash))
 
 
 def _uri_updated(ch: "Changes", loc: "Loc", a: dict[str, Any]) -> None:
     agent_id, uri = a["agentId"], a["newURI"]
-    ch.add(s.agent_uris, loc, agent_id=agent_id, uri=uri, cid=registration_cid(uri), updated_by=a["updatedBy"],
-           tx_hash=loc.tx_hash)
+    ch.add(s.agent_uris, ROWS[s.agent_uris](
+        loc, agent_id=agent_id, uri=uri, cid=registration_cid(uri), updated_by=a["updatedBy"], tx_hash=loc.tx_hash))
     _agent_cache(ch, agent_id).update(agent_uri=uri, registration_cid=registration_cid(uri),
                                       updated_block=loc.block_number)
 
 
 def _metadata_set(ch: "Changes", loc: "Loc", a: dict[str, Any]) -> None:
-    ch.add(s.agent_metadata, loc, agent_id=a["agentId"], key=a["metadataKey"], value=a["metadataValue"],
-           tx_hash=loc.tx_hash)
+    ch.add(s.agent_metadata, ROWS[s.agent_metadata](
+        loc, agent_id=a["agentId"], key=a["metadataKey"], value=a["metadataValue"], tx_hash=loc.tx_hash))
 
 
 def _operator_set(ch: "Changes", loc: "Loc", a: dict[str, Any]) -> None:
     agent_id = a["agentId"]
-    ch.add(s.agent_operators, loc, agent_id=agent_id, previous_operator=a["previousOperator"],
-           new_operator=a["newOperator"], tx_hash=loc.tx_hash)
+    ch.add(s.agent_operators, ROWS[s.agent_operators](
+        loc, agent_id=agent_id, previous_operator=a["previousOperator"], new_operator=a["newOperator"],
+        tx_hash=loc.tx_hash))
     _agent_cache(ch, agent_id).update(operator=a["newOperator"], updated_block=loc.block_number)
 
 
 def _transfer(ch: "Changes", loc: "Loc", a: dict[str, Any]) -> None:
     agent_id = a["tokenId"]
-    ch.add(s.agent_transfers, loc, agent_id=agent_id, from_address=a["from"], to_address=a["to"],
-           tx_hash=loc.tx_hash)
+    ch.add(s.agent_transfers, ROWS[s.agent_transfers](
+        loc, agent_id=agent_id, from_address=a["from"], to_address=a["to"], tx_hash=loc.tx_hash))
     if a["from"] != ZERO_ADDRESS:
         # A mint precedes its Registered log (which writes the owner); later transfers move it.
         _agent_cache(ch, agent_id).update(owner=a["to"], updated_block=loc.block_number)
 
 
 def _vault_created(ch: "Changes", loc: "Loc", a: dict[str, Any]) -> None:
-    ch.add(s.x402_vaults, loc, model_id=a["modelId"], vault=a["vault"], tx_hash=loc.tx_hash)
+    ch.add(s.x402_vaults, ROWS[s.x402_vaults](loc, model_id=a["modelId"], vault=a["vault"], tx_hash=loc.tx_hash))
 
 
 def _x402_charged(ch: "Changes", loc: "Loc", a: dict[str, Any]) -> None:
-    ch.add(s.x402_charges, loc, model_id=a["modelId"], payer=a["payer"], seq=a["seq"], amount=a["amount"],
-           nonce=a["nonce"], tx_hash=loc.tx_hash)
+    ch.add(s.x402_charges, ROWS[s.x402_charges](
+        loc, model_id=a["modelId"], payer=a["payer"], seq=a["seq"], amount=a["amount"], nonce=a["nonce"],
+        tx_hash=loc.tx_hash))
 
 
 def _vault_swept(ch: "Changes", loc: "Loc", a: dict[str, Any]) -> None:
-    ch.add(s.vault_sweeps, loc, model_id=a["modelId"], vault=a["vault"], seq=a["seq"], amount=a["amount"],
-           tx_hash=loc.tx_hash)
+    ch.add(s.vault_sweeps, ROWS[s.vault_sweeps](
+        loc, model_id=a["modelId"], vault=a["vault"], seq=a["seq"], amount=a["amount"], tx_hash=loc.tx_hash))
 
 
 def _royalty_routed(ch: "Changes", loc: "Loc", a: dict[str, Any]) -> None:
-    ch.add(s.royalty_routings, loc, agent_id=a["agentId"], model_id=a["modelId"], seq=a["seq"],
-           amount=a["amount"], action_hash=a["actionHash"], tx_hash=loc.tx_hash)
+    ch.add(s.royalty_routings, ROWS[s.royalty_routings](
+        loc, agent_id=a["agentId"], model_id=a["modelId"], seq=a["seq"], amount=a["amount"],
+        action_hash=a["actionHash"], tx_hash=loc.tx_hash))
 
 
 AGENT_HANDLERS: dict[tuple[str, str], Callable[["Changes", "Loc", dict[str, Any]], None]] = {

@@ -111,8 +111,8 @@ def _reputation(conn: Connection, changes: Changes) -> None:
 
 def write_batch(conn: Connection, changes: Changes, batch: Ready, keep: int) -> None:
     insert_tuples(conn, s.events, changes.event_rows)
-    for table, rows in changes.inserts.items():
-        _insert(conn, table, rows)
+    for table, tuples in changes.inserts.items():
+        insert_tuples(conn, table, tuples)
     _insert(conn, s.datanets, list(changes.new_datanets.values()))
     _insert(conn, s.contributions, list(changes.new_contributions.values()))
     _insert(conn, s.models, list(changes.new_models.values()))

@@ -108,7 +108,8 @@ def run(events: int, pg_admin_url: str, cache_dir: Path, probes: int, skip: set[
     results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
                                "arms": {}, "workdir": str(workdir)}
     arms = results["arms"]
-    ponder.ensure_installed()
+    if "ponder" not in skip:  # npm ci of the Ponder app in bench/ponder, only when its arms run
+        ponder.ensure_installed()
     began = time.perf_counter()
     with bench_chain(events, cache_dir, workdir) as info:
         results["chain"] = {"events": info.events, "blocks": info.head - info.start_block + 1, "head": info.head,
