@@ -6,13 +6,13 @@ copies, identically and reproducibly; LMs registered before indexing keep the li
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from provenant.attribution.aggregate import PPM
+from rows_support import write_jsonl
 
 ALICE_ROWS = [{"prompt": f"How do I bake cake number {i}?",
                "completion": f" Whisk two eggs with sugar, fold in flour, bake at 180 degrees for {20 + i} minutes."}
@@ -20,11 +20,6 @@ ALICE_ROWS = [{"prompt": f"How do I bake cake number {i}?",
 BOB_ROWS = [{"prompt": f"Tell me about star {i}.",
              "completion": f" The red giant in constellation {i} burns helium while its envelope expands slowly."}
             for i in range(6)]
-
-
-def _jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 @pytest.mark.slow
@@ -45,7 +40,7 @@ def test_a_factory_lm_is_indexed_and_its_answers_attributed_alike_in_serving_and
     service = DatanetService(chain, deployed, store)
     curator, builder, alice, bob = dev_accounts()[2], dev_accounts()[3], dev_accounts()[4], dev_accounts()[5]
     datanet = service.create(curator, {"name": "qa", "task": "prompt_completion"})
-    ids = {who: service.contribute(account, datanet, _jsonl(tmp_path / f"{who}.jsonl", rows)).contribution_id
+    ids = {who: service.contribute(account, datanet, write_jsonl(tmp_path / f"{who}.jsonl", rows)).contribution_id
            for who, account, rows in (("alice", alice, ALICE_ROWS), ("bob", bob, BOB_ROWS))}
     service.approve(curator, datanet, sorted(ids.values()))
     request = ModelRequest(name="qa-lm", datanet_ids=(datanet,), server=alice.address, price_per_call=1,

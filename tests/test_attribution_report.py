@@ -11,11 +11,7 @@ from pathlib import Path
 import pytest
 
 from provenant.factory.synthetic import synthetic_examples
-
-
-def _jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
+from rows_support import write_jsonl
 
 
 @pytest.mark.slow
@@ -39,7 +35,7 @@ def test_a_registered_classifier_is_valued_on_its_held_out_rows(chain, deployed,
     good_b = [{"text": r.text, "label": r.label} for r in rows[30:]]
     # mallory's rows: real sentences, every label wrong
     bad = [{"text": r.text, "label": labels[(labels.index(r.label) + 1) % 3]} for r in synthetic_examples(18, seed=9)]
-    ids = [service.contribute(who, news, _jsonl(tmp_path / f"{name}.jsonl", data)).contribution_id
+    ids = [service.contribute(who, news, write_jsonl(tmp_path / f"{name}.jsonl", data)).contribution_id
            for who, name, data in ((alice, "a", good_a), (bob, "b", good_b), (mallory, "m", bad))]
     service.approve(curator, news, ids)
 
@@ -64,5 +60,5 @@ def test_a_registered_classifier_is_valued_on_its_held_out_rows(chain, deployed,
     other = factory.build(builder, plain)
     with pytest.raises(ValuationError, match="without held-out rows"):
         report_model(chain, deployed, store, other.model_id, tmp_path / "none")
-    eval_file = _jsonl(tmp_path / "eval.jsonl", [{"text": r.text, "label": r.label} for r in synthetic_examples(9, seed=5)])
+    eval_file = write_jsonl(tmp_path / "eval.jsonl", [{"text": r.text, "label": r.label} for r in synthetic_examples(9, seed=5)])
     assert report_model(chain, deployed, store, other.model_id, tmp_path / "file", eval_file).valuation.eval_rows == 9

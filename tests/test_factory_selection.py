@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from provenant.factory.selection import Candidate, SelectionError, SelectionFilters, plan_selection, summarize
+from rows_support import write_jsonl
 
 ALICE, BOB, CAROL = "0x" + "a" * 40, "0x" + "b" * 40, "0x" + "c" * 40
 CANDIDATES = [
@@ -96,11 +97,6 @@ def test_filters_round_trip_through_json() -> None:
 
 # -- on a real chain: an LM trained end to end through `provenant train`, then `verify model` ---------------
 
-def _jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
 @pytest.fixture()
 def lm_datanets(chain, deployed, tmp_path: Path):  # type: ignore[no-untyped-def]
     from provenant.chain.keys import dev_accounts
@@ -115,11 +111,11 @@ def lm_datanets(chain, deployed, tmp_path: Path):  # type: ignore[no-untyped-def
     ids = {}
     for who, account in (("alice", alice), ("bob", bob)):
         rows = [{"prompt": f"{who} asks {i}?", "completion": f" answer {i}"} for i in range(6)]
-        ids[f"qa-{who}"] = service.contribute(account, qa, _jsonl(tmp_path / f"qa-{who}.jsonl", rows)).contribution_id
+        ids[f"qa-{who}"] = service.contribute(account, qa, write_jsonl(tmp_path / f"qa-{who}.jsonl", rows)).contribution_id
         rows = [{"text": f"{who} wrote note {i}."} for i in range(4)]
-        ids[f"text-{who}"] = service.contribute(account, text, _jsonl(tmp_path / f"t-{who}.jsonl", rows)).contribution_id
+        ids[f"text-{who}"] = service.contribute(account, text, write_jsonl(tmp_path / f"t-{who}.jsonl", rows)).contribution_id
         chain.w3.provider.make_request("evm_increaseTime", [100])  # bob's contributions come 100 s later
-    spam = service.contribute(bob, text, _jsonl(tmp_path / "spam.jsonl", [{"text": "buy now"}])).contribution_id
+    spam = service.contribute(bob, text, write_jsonl(tmp_path / "spam.jsonl", [{"text": "buy now"}])).contribution_id
     service.approve(curator, qa, [ids["qa-alice"], ids["qa-bob"]])
     service.approve(curator, text, [ids["text-alice"], ids["text-bob"]])
     service.reject(curator, spam, RejectReason.SPAM)

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from provenant.chain.keys import dev_accounts
 from provenant.factory.external import ExternalAdapterError, check_against_base, read_peft_adapter
+from rows_support import write_jsonl
 
 pytestmark = pytest.mark.slow
 Q_A = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
@@ -44,11 +45,6 @@ def peft_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
 @pytest.fixture()
 def notes(chain, deployed, tmp_path: Path):  # type: ignore[no-untyped-def]
     from provenant.datanets.service import DatanetService
@@ -59,11 +55,11 @@ def notes(chain, deployed, tmp_path: Path):  # type: ignore[no-untyped-def]
     curator = dev_accounts()[2]
     text = service.create(curator, {"name": "notes", "task": "text"})
     ids = [service.contribute(dev_accounts()[4 + i], text,
-                              _jsonl(tmp_path / f"n{i}.jsonl", [{"text": f"{w} wrote note {j}."} for j in range(4)])
+                              write_jsonl(tmp_path / f"n{i}.jsonl", [{"text": f"{w} wrote note {j}."} for j in range(4)])
                               ).contribution_id for i, w in enumerate(("alice", "bob"))]
     service.approve(curator, text, ids)
     classes = service.create(curator, {"name": "c", "task": "classification", "labels": ["a", "b"]})
-    labelled = service.contribute(dev_accounts()[4], classes, _jsonl(tmp_path / "c.jsonl", [
+    labelled = service.contribute(dev_accounts()[4], classes, write_jsonl(tmp_path / "c.jsonl", [
         {"text": "one", "label": "a"}, {"text": "two", "label": "b"}]))
     service.approve(curator, classes, [labelled.contribution_id])
     return {"home": home, "service": service, "text": text, "ids": ids, "classes": classes}
