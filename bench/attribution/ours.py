@@ -73,12 +73,9 @@ def ours_classification(classifier: Classifier, train_rows: Sequence[Row], test_
     return out, index
 
 
-def latency_at(classifier: Classifier, index: attribution_index.AttributionIndex, queries: Sequence[Row],
-               n_rows: int, cache_bytes: int) -> float:
-    """Median seconds of one `attribute` call against an index tiled to `n_rows` rows (the cost of a
-    query depends on N and the dimension, not on which rows they are)."""
-    from provenant.attribution.gradients import set_projection_cache
-
+def tile_index(index: attribution_index.AttributionIndex, n_rows: int) -> attribution_index.AttributionIndex:
+    """A copy of `index` whose per-row arrays are tiled to `n_rows` rows (the cost of a query depends
+    on N and the dimension, not on which rows they are)."""
     big = copy.copy(index)
     n = len(index)
     reps = -(-n_rows // n)
@@ -90,6 +87,16 @@ def latency_at(classifier: Classifier, index: attribution_index.AttributionIndex
         else:
             tiles = [value] * reps
         setattr(big, name, np.ascontiguousarray(np.concatenate(tiles)[:n_rows]))
+    return big
+
+
+def latency_at(classifier: Classifier, index: attribution_index.AttributionIndex, queries: Sequence[Row],
+               n_rows: int, cache_bytes: int) -> float:
+    """Median seconds of one `attribute` call against an index tiled to `n_rows` rows (`tile_index`).
+    bench/bench_attribution_latency.py measures the same call with more queries, p90 and a breakdown."""
+    from provenant.attribution.gradients import set_projection_cache
+
+    big = tile_index(index, n_rows)
     set_projection_cache(cache_bytes)
     try:
         attribution_index.attribute(classifier, big, queries[0].text, queries[0].label)  # warm-up

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load as safetensors_load
 from safetensors.numpy import save as safetensors_save
+from threadpoolctl import ThreadpoolController
 
 from provenant.attribution.curvature import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING_RATIO, fit_preconditioner,
                                              neighbour_disagreement, training_vectors)
@@ -50,6 +51,10 @@ CURVATURES = ("global", "module", "module-projection")
 # The default stays "global": on the benchmark's classification task (bench/attribution/sweep_eval.py,
 # 16 half-subset retrains) the per-module variants scored LDS 0.52-0.56 against 0.59 and top-1
 # 0.67-0.73 against 0.76-0.80; their gain is speed (the query's projection reads 1/13 of the matrix).
+# Scores use one BLAS thread: OpenBLAS's multi-row product gives other bits on 1 and 2 threads (a
+# second attributor must recompute them exactly), and its workers spin after a parallel call,
+# taking a core from the next query's gradient. Scanning the loaded libraries happens once.
+_BLAS = ThreadpoolController()
 PER_EXAMPLE_FIELDS = ("gradients", "contribution_ids", "row_indices", "label_ids", "self_influence", "canonical",
                       "mislabel")
 
@@ -227,8 +232,9 @@ def score_projected(index: AttributionIndex, queries: np.ndarray, share_duplicat
     # 10,000 rows), widened to float64 for the aggregation that follows.
     scores = np.empty((len(queries), len(index)), dtype=np.float64)
     queries32 = np.ascontiguousarray(queries, dtype=np.float32)
-    for start in range(0, len(index), SCORE_BLOCK):
-        scores[:, start:start + SCORE_BLOCK] = queries32 @ index.gradients[start:start + SCORE_BLOCK].T
+    with _BLAS.limit(limits=1, user_api="blas"):
+        for start in range(0, len(index), SCORE_BLOCK):
+            scores[:, start:start + SCORE_BLOCK] = queries32 @ index.gradients[start:start + SCORE_BLOCK].T
     return share_credit(scores, index.canonical, index.settings.credit_policy) if share_duplicates else scores
 
 
