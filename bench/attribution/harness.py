@@ -17,6 +17,7 @@ import numpy as np
 from bench.attribution import metrics
 from bench.attribution.methods import MethodOutput
 from bench.attribution.tasks import BULK_CONTRIBUTOR, CONTRIBUTORS, SYBIL, Row, Task
+from provenant.attribution.aggregate import ANSWER_RULE
 
 
 @dataclass
@@ -44,7 +45,8 @@ class MethodResult:
     auc: float = float("nan")
     self_kind: str = ""
     loo_spearman: float = float("nan")
-    top1: float = float("nan")
+    top1: float = float("nan")  # under the product's per-answer credit rule (aggregate.ANSWER_RULE)
+    top1_signed: float = float("nan")  # under a plain signed sum of row scores (the papers' convention)
     lds: float = float("nan")
     sybil_gain: float = float("nan")
     bulk_share: float = float("nan")
@@ -142,7 +144,8 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0) -> 
         result = MethodResult(
             name, auc=metrics.mislabel_auc(out.self_scores, flipped), self_kind=out.self_kind,
             loo_spearman=metrics.loo_spearman(values, loo_delta),
-            top1=metrics.top1_accuracy(out.scores, train_contributors, test_skills, answered),
+            top1=metrics.top1_accuracy(out.scores, train_contributors, test_skills, answered, ANSWER_RULE),
+            top1_signed=metrics.top1_accuracy(out.scores, train_contributors, test_skills, answered, "signed"),
             bulk_share=share[BULK_CONTRIBUTOR], build_seconds=out.build_seconds,
             build_over_training=out.build_seconds / full.seconds, query_ms=out.query_seconds * 1000,
             bytes_per_example=out.bytes_per_example, notes=list(out.notes))

@@ -43,12 +43,17 @@ def loo_spearman(values: Mapping[str, float], loo_delta: Mapping[str, float]) ->
 
 
 def top1_accuracy(scores: np.ndarray, train_contributors: Sequence[str], test_skills: Sequence[str],
-                  answered: np.ndarray) -> float:
+                  answered: np.ndarray, rule: str = "signed") -> float:
     """Share of answered test rows whose highest-scoring contributor owns the row's skill. The Sybil's
-    rows are verbatim copies of bob's, so for bob's skill either wallet counts as right."""
+    rows are verbatim copies of bob's, so for bob's skill either wallet counts as right.
+    rule: how rows' scores make a contributor's, as in `provenant.attribution.aggregate`: "signed"
+    sums them, "supporting" sums their positive parts (the product's per-answer rule)."""
+    if rule not in ("signed", "supporting"):
+        raise ValueError(f"unknown rule {rule!r}")
     owners = np.asarray(train_contributors)
     names = sorted(set(train_contributors))
-    per_contributor = np.stack([scores[:, owners == c].sum(axis=1) for c in names], axis=1)
+    rows = np.maximum(scores, 0.0) if rule == "supporting" else scores
+    per_contributor = np.stack([rows[:, owners == c].sum(axis=1) for c in names], axis=1)
     best = [names[j] for j in per_contributor.argmax(axis=1)]
     right = []
     for q in np.flatnonzero(answered):

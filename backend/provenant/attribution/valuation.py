@@ -3,7 +3,8 @@
 Value is influence on held-out evaluation loss: for every held-out row, the engine's score of each
 training row (positive: up-weighting the training row lowers that held-out row's loss), averaged
 over the held-out rows, duplicate credit shared, then summed per contribution, contributor and
-Datanet by `aggregate`. Negative totals mean data that made the held-out loss worse (mislabelled
+Datanet by `aggregate` under its "signed" rule (the plain sum; per-answer attribution sums only
+the supporting rows, see aggregate.py). Negative totals mean data that made the held-out loss worse (mislabelled
 or off-task rows). Shares are of the positive part, as for per-answer attribution, so a flashy
 Datanet that added little shows a small share beside a narrow one that carried the weight.
 """
@@ -59,7 +60,7 @@ def value_from_scores(score_batches: Iterable[np.ndarray] | Callable[[], Iterabl
         raise ValuationError(f"no contributor/Datanet known for contributions {missing[:5]}")
     per_example = total / eval_rows
     return Valuation(model=model, eval_rows=eval_rows, per_example=per_example,
-                     attribution=aggregate(per_example, index.contribution_ids, meta))
+                     attribution=aggregate(per_example, index.contribution_ids, meta, rule="signed"))
 
 
 def value_classifier(classifier: Classifier, index: AttributionIndex, eval_examples: Sequence[Example],
