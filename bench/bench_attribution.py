@@ -4,7 +4,7 @@
     nice -n 10 bench/.venv-attribution/bin/python bench/bench_attribution.py [--quick] [--peers none]
 
 Two tasks with known ground truth (bench/attribution/tasks.py): MiniLM + LoRA true/false
-classification (the factory trainer, the product's index), and a tiny-llama + LoRA causal LM.
+classification (the factory trainer, the product's index), and a small pretrained Llama + LoRA causal LM.
 Per method: mislabel ROC-AUC, leave-one-contributor-out Spearman (6 retrains), top-1 contributor
 accuracy, LDS over random-half retrains, Sybil gain, the bulk contributor's share, build time vs
 training, per-query latency and bytes per example. Prints a table and appends a dated section to
@@ -56,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--design-arms", nargs="*", default=[],
                         help="extra 'ours' arms on the classification task, as curvature:damping (e.g. global:30 "
                              "module:3): the engine's recipe with other settings, on the same gradients")
-    parser.add_argument("--lm-pretrain-steps", type=int, default=0,
-                        help="causal task: pretrain the tiny llama this many steps on disjoint generated text first "
-                             "(cached under bench/.cache/attribution); 0: the random init")
+    parser.add_argument("--lm-pretrain-steps", type=int, default=1200,
+                        help="causal task: pretrain the small Llama base this many steps on generated string "
+                             "primitives first (cached under bench/.cache/attribution; ~6 min once); 0: its random init")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to bench/RESULTS.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -97,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         task = causal_task(rows_per_skill=24, bulk_rows=48, test_per_skill=8) if args.quick else causal_task()
         from bench.attribution.lm_model import LmSettings
 
-        backend = LmBackend(task, LmConfig(LmSettings(pretrain_steps=args.lm_pretrain_steps)))
+        backend = LmBackend(task, LmConfig(LmSettings(pretrain_steps=args.lm_pretrain_steps)), peers)
         result = run_task(task, backend.backend(), lds_retrains=0)
+        result.extra.update({f"per-skill test loss / exact match ({e['model']})":
+                             ", ".join(f"{k} {v[0]:.3f} / {v[1]:.2f}" for k, v in e.items() if k != "model")
+                             for e in backend.per_skill[:2]})
         results.append(result)
         print(report.table(result), flush=True)
     log(f"total {time.perf_counter() - started:.0f}s")

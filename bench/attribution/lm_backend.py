@@ -1,21 +1,28 @@
-"""The causal-LM task's backend: tiny-llama + LoRA (bench/attribution/lm_model.py) and its methods.
+"""The causal-LM task's backend: a small pretrained Llama + LoRA (bench/attribution/lm_model.py) and its methods.
 
-Peers are not run on this task (see RESULTS.md): each would need its own LM wrapper, and the
-2-core budget went to the classification task, where all of them run.
+Every trained model logs its per-skill test loss and exact match next to the base's (LoRA at zero),
+so a run shows that each contributor's skill was learnt, and what leaving a contributor out costs.
+
+Anchors: grad-dot, DataInf, TF-IDF (character n-grams) and the base model's mean hidden state; the
+peers (TRAK, Kronfluence, dattri) run through peers.causal_runners with the classification task's
+settings, on the same per-row completion loss.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from bench.attribution import lm_model, methods, ours
 from bench.attribution.harness import Backend, Trained
 from bench.attribution.methods import GradientFeatures, MethodOutput
-from bench.attribution.tasks import Row, Task
+from bench.attribution.tasks import CAUSAL_SKILL_NAMES, Row, Task
+
+
+TRACIN_EVERY = 3  # epochs between TracIn's LoRA snapshots: 4 over the default 12 (classification: 3 of 3)
 
 
 @dataclass(frozen=True)
@@ -24,16 +31,35 @@ class LmConfig:
 
 
 class LmBackend:
-    def __init__(self, task: Task, config: LmConfig):
+    def __init__(self, task: Task, config: LmConfig, peers: Sequence[str] = ()):
         self.task, self.config = task, config
         self.test_rows = list(task.test)
         self._features: dict[int, GradientFeatures] = {}
+        self.peers = list(peers)
+        self.per_skill: list[dict] = []  # one entry per trained model (the base first), for the report
+
+    def _log_skills(self, label: str, losses: np.ndarray, correct: np.ndarray) -> None:
+        parts = {}
+        for skill, name in CAUSAL_SKILL_NAMES.items():
+            idx = [i for i, r in enumerate(self.test_rows) if r.skill == skill]
+            parts[name] = (float(losses[idx].mean()), float(correct[idx].mean()))
+        self.per_skill.append({"model": label, **parts})
+        print(f"causal-lm {label}: " + ", ".join(f"{n} loss {lo:.3f} exact {ex:.2f}" for n, (lo, ex) in parts.items()),
+              flush=True)
 
     def train(self, ids: Sequence[int]) -> Trained:
+        if not self.per_skill:
+            base = lm_model.build_lora_lm(self.config.settings)  # LoRA B = 0: exactly the base
+            self._log_skills("base (no fine-tune)", lm_model.eval_losses(base, self.test_rows),
+                             lm_model.exact_match(base, self.test_rows))
         rows = [self.task.train[i] for i in ids]
         trained = lm_model.train_lm(rows, self.config.settings)
-        return Trained(trained, np.asarray(ids), trained.seconds, lm_model.eval_losses(trained.model, self.test_rows),
-                       lm_model.exact_match(trained.model, self.test_rows))
+        losses = lm_model.eval_losses(trained.model, self.test_rows)
+        correct = lm_model.exact_match(trained.model, self.test_rows)
+        left_out = sorted({r.contributor for r in self.task.train} - {r.contributor for r in rows})
+        self._log_skills(f"trained on {len(rows)} rows" + (f" (without {', '.join(left_out)})" if left_out else ""),
+                         losses, correct)
+        return Trained(trained, np.asarray(ids), trained.seconds, losses, correct)
 
     def features(self, trained: Trained, rows: Sequence[Row]) -> GradientFeatures:
         key = id(trained)
@@ -48,6 +74,20 @@ class LmBackend:
             self._features = {key: GradientFeatures(train.numpy(), test.numpy(), lm_model.layer_groups(model),
                                                     train_s, test_s)}
         return self._features[key]
+
+    def epoch_checkpoints(self, trained: Trained, rows: Sequence[Row],
+                          every: int = TRACIN_EVERY) -> tuple[list[int], list[dict]]:
+        """LoRA tensors after every `every` epochs of the run that produced `trained` (for TracIn).
+
+        train_lm keeps no snapshots, but it is seeded and deterministic with a constant learning rate:
+        training the same rows for e epochs replays the first e epochs of the full run exactly."""
+        epochs = list(range(every, self.config.settings.epochs, every))
+        snapshots = []
+        for e in epochs:
+            replay = lm_model.train_lm(list(rows), replace(self.config.settings, epochs=e)).model
+            snapshots.append({n: p.detach().clone() for n, p in lm_model.trainable(replay)})
+        snapshots.append({n: p.detach().clone() for n, p in lm_model.trainable(trained.model.model)})
+        return epochs + [self.config.settings.epochs], snapshots
 
     def run_ours(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
         import torch
@@ -81,5 +121,10 @@ class LmBackend:
                                 rows, need_self)
 
     def backend(self) -> Backend:
-        return Backend(self.train, {"ours": self.run_ours, "grad-dot": self.run_grad_dot, "DataInf": self.run_datainf,
-                                    "TF-IDF": self.run_tfidf, "base embedding": self.run_embedding})
+        runners = {"ours": self.run_ours, "grad-dot": self.run_grad_dot, "DataInf": self.run_datainf,
+                   "TF-IDF": self.run_tfidf, "base embedding": self.run_embedding}
+        if self.peers:
+            from bench.attribution import peers
+
+            runners.update(peers.causal_runners(self, self.peers))
+        return Backend(self.train, runners)

@@ -1,7 +1,8 @@
 """A minimal deterministic LoRA trainer for the causal-LM task (the factory has no LM trainer to call yet).
 
-tiny-llama (`base_models.load_causal_base_model`, seeded random init, byte tokenizer) with peft
-LoRA on q_proj/v_proj of the top three layers. The loss is the mean cross-entropy of the completion tokens (and EOS) given
+A small Llama (lm_pretrain.bench_llama_config: the factory tiny-llama's family, byte tokenizer and
+seeded init, scaled for 2 CPU cores; optionally pretrained, cached) with peft LoRA on every
+projection of every layer. The loss is the mean cross-entropy of the completion tokens (and EOS) given
 the prompt; prompt tokens are not scored. Training is seeded (init, batch order) and runs one
 thread-count-deterministic loop; per-example gradients are plain autograd, one row at a time.
 """
@@ -22,46 +23,52 @@ from peft import LoraConfig, inject_adapter_in_model
 from torch import nn
 
 from bench.attribution.tasks import Row
-from provenant.factory.base_models import load_causal_base_model
+from provenant.factory.base_models import ByteTokenizer, load_causal_base_model
 
 
 @dataclass(frozen=True)
 class LmSettings:
-    rank: int = 8
+    base: str = "bench-llama"  # lm_pretrain.build_base: the small Llama; "tiny-llama": the factory's 29 M one
+    rank: int = 8  # rank 16 memorised the rows (train loss 0.002, held-out exact match lower)
     alpha: int = 16
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    layers: tuple[int, ...] = (6, 7, 8)  # the top 3 of 9: backward stops there (2 shared cores)
-    learning_rate: float = 5e-3
-    epochs: int = 5
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    layers: tuple[int, ...] | None = None  # None: every layer (the small base is 4 layers deep)
+    learning_rate: float = 2e-3
+    epochs: int = 12
     batch_size: int = 16
     seed: int = 0
-    pretrain_steps: int = 0  # > 0: the base is first pretrained on disjoint generated text (lm_pretrain.py)
+    pretrain_steps: int = 0  # > 0: the base is first pretrained on generated primitives (lm_pretrain.py)
 
 
-_PRETRAINED: dict[int, nn.Module] = {}
+_BASES: dict[tuple[str, int], nn.Module] = {}
 
 
 def base_lm(settings: LmSettings) -> nn.Module:
-    """The frozen base every LoRA copy shares: the random-init tiny-llama, or its pretrained version."""
-    if settings.pretrain_steps <= 0:
-        return load_causal_base_model("tiny-llama").model
-    if settings.pretrain_steps not in _PRETRAINED:
-        from bench.attribution.lm_pretrain import pretrained_tiny_llama
+    """The frozen base every LoRA copy shares (one per process and settings): random init or pretrained."""
+    key = (settings.base, max(0, settings.pretrain_steps))
+    if key not in _BASES:
+        from bench.attribution import lm_pretrain
 
-        _PRETRAINED[settings.pretrain_steps] = pretrained_tiny_llama(settings.pretrain_steps)
-    return _PRETRAINED[settings.pretrain_steps]
+        if settings.pretrain_steps <= 0:
+            _BASES[key] = (load_causal_base_model("tiny-llama").model if settings.base == "tiny-llama"
+                           else lm_pretrain.build_base(settings.base))
+        else:
+            _BASES[key] = lm_pretrain.pretrained_base(settings.base, settings.pretrain_steps, **(
+                {"batch_size": 32, "learning_rate": 1e-3} if settings.base == "tiny-llama" else {}))
+    return _BASES[key]
 
 
 def build_lora_lm(settings: LmSettings) -> nn.Module:
-    """A LoRA copy of the shared tiny-llama: module tree copied, base tensors shared and frozen."""
+    """A LoRA copy of the shared base: module tree copied, base tensors shared and frozen."""
     base = base_lm(settings)
     shared = {id(t): t for t in itertools.chain(base.parameters(), base.buffers())}
     model = copy.deepcopy(base, memo=shared)
+    layers = list(settings.layers) if settings.layers is not None else None
     with torch.random.fork_rng(devices=[]):
         model = inject_adapter_in_model(LoraConfig(r=settings.rank, lora_alpha=settings.alpha,
                                                    target_modules=list(settings.target_modules), bias="none",
-                                                   layers_to_transform=list(settings.layers),
-                                                   layers_pattern="layers"), model)
+                                                   layers_to_transform=layers,
+                                                   layers_pattern="layers" if layers is not None else None), model)
     generator = torch.Generator().manual_seed(settings.seed)
     for name, p in model.named_parameters():
         p.requires_grad_(".lora_" in name)
@@ -82,7 +89,7 @@ def trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 def _encode(rows: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(ids, attention mask, loss mask): BOS prompt completion EOS, right-padded; the loss mask marks
     the positions whose NEXT token is a completion token."""
-    tok = load_causal_base_model("tiny-llama").tokenizer
+    tok = ByteTokenizer()  # the byte tokenizer of both bases (no 29 M model built for it)
     seqs, starts = [], []
     for r in rows:
         prompt = tok.encode(r.text)
@@ -176,7 +183,7 @@ def layer_groups(model: nn.Module) -> list[tuple[str, int, int]]:
 @torch.no_grad()
 def base_embed(texts: Sequence[str], settings: LmSettings | None = None) -> np.ndarray:
     """Mean last hidden state of the frozen base LM over the bytes of each text."""
-    tokenizer = load_causal_base_model("tiny-llama").tokenizer
+    tokenizer = ByteTokenizer()
     model = base_lm(settings or LmSettings())
     out = []
     for text in texts:

@@ -12,7 +12,7 @@ Both tasks share one cast of contributors, each with a distinct role:
 Classification skills are not lexically trivial: every content word appears under both labels, and
 the label follows from a combination (item x category, order x relation, negation x state) or from
 world knowledge (which of two things is bigger). The causal-LM skills are string transformations
-of random letters, keyed by a short prefix; the completion depends on every input character.
+of random letters under one shared instruction word, routed by the input's length (causal_task).
 """
 
 from __future__ import annotations
@@ -160,36 +160,47 @@ def classification_task(rows_per_skill: int = 64, bulk_rows: int = 192, test_per
 
 # -- causal LM ----------------------------------------------------------------------------------
 LETTERS = "abcdefghjkmnpqrstuvwxyz"
-_CAUSAL_SKILLS = {
-    "category": ("rev", lambda s: s[::-1]),  # alice: reverse
-    "size": ("up", lambda s: s.upper()),  # bob: upper-case
-    "order": ("dbl", lambda s: "".join(c + c for c in s)),  # carol: double each letter
-    "negation": ("srt", lambda s: "".join(sorted(s))),  # dave: sort the letters
+STRING_OPS = {  # named primitives the benchmark's base LM is pretrained on (lm_pretrain.py)
+    "rv": lambda s: s[::-1],  # reverse
+    "rl": lambda s: s[1:] + s[0],  # rotate left by one
+    "rr": lambda s: s[-1] + s[:-1],  # rotate right by one
+    "sw": lambda s: "".join(s[i + 1] + s[i] for i in range(0, len(s) - 1, 2)) + (s[-1] if len(s) % 2 else ""),
 }
-CAUSAL_SKILL_NAMES = {"category": "reverse", "size": "upper", "order": "double", "negation": "sort"}
+CAUSAL_OP = "do"  # the one instruction word of every skill row: no prompt word tells the skills apart
+_CAUSAL_SKILLS = {  # skill -> (input length, primitive): the contributor teaches "do" on that length
+    "category": (3, "rv"),  # alice: reverse 3-letter inputs
+    "size": (4, "rl"),  # bob: rotate 4-letter inputs
+    "order": (5, "rr"),  # carol: rotate 5-letter inputs right (15% of her rows carry a wrong completion)
+    "negation": (6, "sw"),  # dave: swap the pairs of 6-letter inputs
+}
+CAUSAL_SKILL_NAMES = {"category": "reverse/3", "size": "rotate-left/4", "order": "rotate-right/5", "negation": "swap/6"}
 
 
-def _letters(rng: random.Random) -> str:
-    return "".join(rng.choice(LETTERS) for _ in range(rng.randint(3, 5)))
-
-
-def causal_task(rows_per_skill: int = 24, bulk_rows: int = 48, test_per_skill: int = 8,
+def causal_task(rows_per_skill: int = 48, bulk_rows: int = 48, test_per_skill: int = 12,
                 flip_fraction: float = 0.15, seed: int = 0) -> Task:
-    """Prompt `"<op> <letters>="`, completion the transformed letters (and EOS at training time)."""
+    """Prompt `"do <letters>="`, completion the transformed letters (and EOS at training time).
+
+    Not lexically trivial: every skill row starts with the same word, the letters are random, and every
+    completion is a permutation of its input's letters (the same multiset), so no word or character
+    n-gram names the skill; what decides it is the input's length, which the model
+    must count. The base LM knows the four primitives under other names (lm_pretrain.py) but not which
+    one `do` means for which length: that routing is each contributor's knowledge."""
     if rows_per_skill < 4 or test_per_skill < 1 or bulk_rows < 4:
         raise TaskError("rows_per_skill >= 4, test_per_skill >= 1 and bulk_rows >= 4 are required")
+    if not 0.1 <= flip_fraction <= 0.2:
+        raise TaskError("flip_fraction must be in [0.1, 0.2]")
     rng = random.Random(seed + 1000)
     seen: set[str] = set()
 
     def draw(skill: str, n: int) -> list[tuple[str, str]]:
-        op, fn = _CAUSAL_SKILLS[skill]
+        length, op = _CAUSAL_SKILLS[skill]
         out = []
         while len(out) < n:
-            s = _letters(rng)
-            prompt = f"{op} {s}="
-            if prompt not in seen:
+            s = "".join(rng.choice(LETTERS) for _ in range(length))
+            prompt = f"{CAUSAL_OP} {s}="
+            if prompt not in seen and STRING_OPS[op](s) != s:
                 seen.add(prompt)
-                out.append((prompt, fn(s)))
+                out.append((prompt, STRING_OPS[op](s)))
         return out
 
     test = [Row(p, c, SKILL_OWNER[skill], skill) for skill in SKILL_OWNER for p, c in draw(skill, test_per_skill)]
@@ -198,8 +209,11 @@ def causal_task(rows_per_skill: int = 24, bulk_rows: int = 48, test_per_skill: i
         rows = draw(skill, rows_per_skill)
         flip = set(rng.sample(range(len(rows)), round(flip_fraction * len(rows)))) if owner == FLIPPED_CONTRIBUTOR else set()
         for k, (prompt, completion) in enumerate(rows):
-            if k in flip:  # a wrong completion of the same length: another row's answer
-                completion = rows[(k + 1) % len(rows)][1]
+            if k in flip:  # a wrong completion with the input's own letters (a random other order), so
+                letters = list(completion)  # comparing letters with the prompt cannot spot it
+                while "".join(letters) == completion:
+                    rng.shuffle(letters)
+                completion = "".join(letters)
             train.append(Row(prompt, completion, owner, skill, flipped=k in flip))
     bulk_base = (("hi=", "hello"), ("bye=", "goodbye"), ("ok=", "okay"), ("thx=", "thanks"))
     for k in range(bulk_rows):
@@ -209,4 +223,4 @@ def causal_task(rows_per_skill: int = 24, bulk_rows: int = 48, test_per_skill: i
     train.extend(Row(r.text, r.label, SYBIL, r.skill) for r in train if r.contributor == SYBIL_VICTIM)
     return Task("causal-lm", "causal", tuple(train), tuple(test),
                 notes={"rows_per_skill": rows_per_skill, "bulk_rows": bulk_rows, "flip_fraction": flip_fraction,
-                       "seed": seed})
+                       "seed": seed, "skills": CAUSAL_SKILL_NAMES})
