@@ -77,6 +77,19 @@ def lds(scores: np.ndarray, subsets: Sequence[np.ndarray], subset_losses: np.nda
     return float(np.mean(rhos))
 
 
+def payout_shares(scores: np.ndarray, train_contributors: Sequence[str], contributors: Sequence[str],
+                  answered: np.ndarray, rule: str) -> dict[str, float]:
+    """Each contributor's mean per-answer share over the answered test rows: how settlement pays a
+    fee per call (each answer's shares of its credit's positive part, under `rule`)."""
+    owners = np.asarray(train_contributors)
+    rows = np.maximum(scores, 0.0) if rule == "supporting" else scores
+    credit = np.maximum(np.stack([rows[:, owners == c].sum(axis=1) for c in contributors], axis=1), 0.0)[answered]
+    totals = credit.sum(axis=1, keepdims=True)
+    per_answer = np.divide(credit, totals, out=np.zeros_like(credit), where=totals > 0)
+    mean = per_answer.mean(axis=0) if len(per_answer) else np.zeros(len(contributors))
+    return {c: float(v) for c, v in zip(contributors, mean)}
+
+
 def sybil_gain(shares_with: Mapping[str, float], shares_without: Mapping[str, float]) -> float:
     """(victim + Sybil share with the copy) / (victim share when the data is submitted once) - 1."""
     once = shares_without.get(SYBIL_VICTIM, 0.0)
