@@ -4,7 +4,7 @@ Every trained model logs its per-skill test loss and exact match next to the bas
 so a run shows that each contributor's skill was learnt, and what leaving a contributor out costs.
 
 Anchors: grad-dot, DataInf, TF-IDF (character n-grams) and the base model's mean hidden state; the
-peers (TRAK, Kronfluence, dattri) run through peers.causal_runners with the classification task's
+peers (TRAK, Kronfluence, dattri) run through peers_lm.causal_runners with the classification task's
 settings, on the same per-row completion loss.
 """
 
@@ -124,7 +124,7 @@ class LmBackend:
         runners = {"ours": self.run_ours, "grad-dot": self.run_grad_dot, "DataInf": self.run_datainf,
                    "TF-IDF": self.run_tfidf, "base embedding": self.run_embedding}
         if self.peers:
-            from bench.attribution import peers
+            from bench.attribution import peers_lm
 
-            runners.update(peers.causal_runners(self, self.peers))
+            runners.update(peers_lm.causal_runners(self, self.peers))
         return Backend(self.train, runners)

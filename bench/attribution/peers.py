@@ -1,8 +1,10 @@
-"""Peer libraries on the classification task: TRAK (traker), Kronfluence (EK-FAC), dattri.
+"""Peer libraries on both tasks: TRAK (traker), Kronfluence (EK-FAC), dattri.
 
 Imported only when peers are requested (they live in bench/.venv-attribution, not the product's
-venv). Each peer sees the same trained LoraClassifier and only its trainable tensors (LoRA +
-head): the frozen MiniLM weights are passed as buffers / not tracked, as in every LoRA study.
+venv). Each peer sees the same trained model and only its trainable tensors (LoRA, + head on the
+classifier): the frozen base weights are passed as buffers / not tracked, as in every LoRA study.
+classification_runners wires the MiniLM classifier here; peers_lm.causal_runners the small Llama,
+with the same settings (the shared helpers live here).
 
 Sign convention: every output is 'helpful' = positive. Kronfluence and dattri's influence
 functions use the influence-function sign (upweighting -> change in loss), so their sign is set by
@@ -11,7 +13,6 @@ the sign of their correlation with grad-dot on this run (reported in the notes),
 
 from __future__ import annotations
 
-import copy
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -58,10 +59,31 @@ def _aligned_sign(scores: np.ndarray, reference: np.ndarray | None) -> tuple[np.
 
 
 # -- TRAK ----------------------------------------------------------------------------------------
+def _trak_block(proj_dim: int) -> int:
+    """traker 0.3.2 frees a one-block projector's matrix after featurizing and never rebuilds it for
+    scoring (AttributeError: proj_matrix): keep at least two blocks (100 columns each when proj_dim > 100)."""
+    return 100 if proj_dim > 100 else max(1, (proj_dim + 1) // 2)
+
+
+def _trainable_only(trainable: Sequence[str]):  # type: ignore[no-untyped-def]
+    """A traker gradient computer that differentiates w.r.t. the LoRA (+ head) tensors only."""
+    from trak.gradient_computers import FunctionalGradientComputer
+
+    class TrainableOnly(FunctionalGradientComputer):
+        """The frozen base rides as buffers."""
+
+        def load_model_params(self, model):  # type: ignore[no-untyped-def]
+            params = dict(model.named_parameters())
+            self.func_weights = {n: params[n] for n in trainable}
+            self.func_buffers = {**dict(model.named_buffers()),
+                                 **{n: p for n, p in params.items() if n not in self.func_weights}}
+
+    return TrainableOnly
+
+
 def run_trak(trained: Trained, rows: Sequence[Row], test_rows: Sequence[Row], need_self: bool,
              workdir: str) -> MethodOutput:
     from trak import TRAKer
-    from trak.gradient_computers import FunctionalGradientComputer
     from trak.modelout_functions import AbstractModelOutput
     from trak.projectors import BasicProjector, ProjectionType
 
@@ -90,20 +112,12 @@ def run_trak(trained: Trained, rows: Sequence[Row], test_rows: Sequence[Row], ne
             p = torch.softmax(logits, -1)[torch.arange(len(labels)), labels]
             return (1 - p).clone().detach().unsqueeze(-1)
 
-    class TrainableOnly(FunctionalGradientComputer):
-        """Differentiate w.r.t. the LoRA + head tensors only; the frozen base rides as buffers."""
-
-        def load_model_params(self, model):  # type: ignore[no-untyped-def]
-            params = dict(model.named_parameters())
-            self.func_weights = {n: params[n] for n in trainable}
-            self.func_buffers = {**dict(model.named_buffers()),
-                                 **{n: p for n, p in params.items() if n not in self.func_weights}}
-
+    TrainableOnly = _trainable_only(trainable)
     n_params = sum(p.numel() for _, p in trainable_parameters(model))
     proj_dim = min(TRAK_PROJ_DIM, len(rows) // 2)
     started = time.perf_counter()
     projector = BasicProjector(grad_dim=n_params, proj_dim=proj_dim, seed=0, proj_type=ProjectionType.normal,
-                               device="cpu", dtype=torch.float32, block_size=100)
+                               device="cpu", dtype=torch.float32, block_size=_trak_block(proj_dim))
     traker = TRAKer(model=model, task=LoraMarginOutput(), train_set_size=len(rows), save_dir=workdir,
                     load_from_save_dir=True, device="cpu", gradient_computer=TrainableOnly, projector=projector,
                     use_half_precision=False, grad_wrt=trainable, lambda_reg=1e-3, logging_level=40)
