@@ -36,7 +36,7 @@ def main() -> int:
     parser.add_argument("--baseline-events", type=int, default=25_000,
                         help="the web3.py batched and naive arms read only the first blocks holding about this many "
                              "events (they run at ~500 events/s here; 0: the whole chain)")
-    parser.add_argument("--skip", default="", help="comma-separated arms to leave out: raw-json, web3-batched, naive, ponder (both), "
+    parser.add_argument("--skip", default="", help="comma-separated arms to leave out: raw-json, ours-fp (the fetch-process arms), web3-batched, naive, ponder (both), "
                              "ponder-pglite, ponder-pg, latency")
     parser.add_argument("--cache", default=str(ROOT / "bench" / ".cache" / "indexer"), help="chain cache directory")
     parser.add_argument("--out", default=str(ROOT / "bench" / ".cache" / "indexer" / "RESULTS.md"), help="Markdown written here")

@@ -21,7 +21,9 @@ export default createConfig({
   networks: {
     anvil: {
       chainId: 31337,
-      transport: http(chain.rpc_url),
+      // A local node, as for our indexer: no cap on a response's size (viem's default of 10 MB
+      // fails on this chain's 70-block ranges, and Ponder does not split a range on that error).
+      transport: http(chain.rpc_url, { maxResponseBodySize: false }),
       // The same poll interval as our indexer's in the head-latency run.
       pollingInterval: Number(process.env.POLL_MS ?? 1000),
       // A local node: no rate limit to respect (Ponder's default is 50 requests/s).

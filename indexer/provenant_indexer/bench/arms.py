@@ -43,8 +43,10 @@ def raw(rpc_url: str, addresses: list[str], start: int, head: int, span: int, pa
     return total
 
 
-def ours(rpc_url: str, db: str, addresses: dict[str, str], start: int, span: int) -> tuple[int, float]:
-    """(events, set-up seconds): migrations and the ABI table are ready before the clock runs."""
+def ours(rpc_url: str, db: str, addresses: dict[str, str], start: int, span: int,
+         fetch_process: bool = False) -> tuple[int, float]:
+    """(events, set-up seconds): migrations and the ABI table are ready before the clock runs.
+    `fetch_process`: fetch and decode in a second process (IndexerConfig.fetch_process)."""
     from provenant_indexer.config import IndexerConfig
     from provenant_indexer.db import open_index
     from provenant_indexer.indexer import Indexer
@@ -52,7 +54,7 @@ def ours(rpc_url: str, db: str, addresses: dict[str, str], start: int, span: int
     began = time.perf_counter()
     engine = open_index(db)
     indexer = Indexer(engine, IndexerConfig(rpc_url=rpc_url, addresses=addresses, start_block=start,
-                                                    range_start=span, range_max=span))
+                                                    range_start=span, range_max=span, fetch_process=fetch_process))
     try:
         setup = time.perf_counter() - began
         return indexer.run_until_head(), setup
@@ -125,7 +127,7 @@ def web3_arm(rpc_url: str, db: str, abis: dict[str, list[dict[str, Any]]], addre
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("arm", choices=["ours", "web3-batched", "naive", "raw-orjson", "raw-json"])
+    p.add_argument("arm", choices=["ours", "ours-fp", "web3-batched", "naive", "raw-orjson", "raw-json"])
     p.add_argument("--rpc-url", required=True)
     p.add_argument("--db", default="")
     p.add_argument("--chain", required=True, help="JSON: {addresses, start_block, head}")
@@ -134,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     addresses: dict[str, str] = chain["addresses"]
     start, head, span = int(chain["start_block"]), int(chain["head"]), int(chain["span"])
     began, setup = time.perf_counter(), 0.0
-    if args.arm == "ours":
-        events, setup = ours(args.rpc_url, args.db, addresses, start, span)
+    if args.arm in ("ours", "ours-fp"):
+        events, setup = ours(args.rpc_url, args.db, addresses, start, span, fetch_process=args.arm == "ours-fp")
     elif args.arm.startswith("raw"):
         events = raw(args.rpc_url, list(addresses.values()), start, head, span,
                      orjson.loads if args.arm == "raw-orjson" else json.loads)
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                           row_by_row=args.arm == "naive")
     seconds = time.perf_counter() - began - setup
     # Our arm's fetch process (pipeline.py) is a child: its peak is added (an upper bound of the pair's).
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if args.arm == "ours" else 0.0
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if args.arm.startswith("ours") else 0.0
     print(json.dumps({"arm": args.arm, "events": events, "seconds": round(seconds, 3), "setup_s": round(setup, 3),
                       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + children, 1),
                       "peak_rss_fetch_process_mb": round(children, 1)}))

@@ -40,6 +40,9 @@ def ensure_installed() -> None:
 
 
 def write_chain(rpc_url: str, addresses: dict[str, str], start_block: int, abis: dict[str, Any]) -> None:
+    # Only the deployed contracts' ABIs: the app registers a handler for every event in them, and
+    # Ponder refuses a handler for a contract its config does not name.
+    abis = {name: abi for name, abi in abis.items() if name in addresses}
     (PONDER_DIR / "chain.json").write_text(json.dumps(
         {"rpc_url": rpc_url, "addresses": addresses, "start_block": start_block, "abis": abis}))
 

@@ -126,6 +126,12 @@ def run(events: int, pg_admin_url: str, cache_dir: Path, probes: int, skip: set[
             ("raw eth_getLogs + orjson (between)", "raw-orjson", ""),
             ("ours -> PostgreSQL", "ours", "pg"),
             ("raw eth_getLogs + orjson (after ours)", "raw-orjson", ""),
+            # The same, fetching and decoding in a second process (pipeline.py): worth it only
+            # where a core is free (it lost on the loaded machine, see bench/RESULTS.md).
+            ("ours -> SQLite, fetch process", "ours-fp", str(workdir / "ours-fp.sqlite")),
+            ("raw eth_getLogs + orjson (between fetch-process arms)", "raw-orjson", ""),
+            ("ours -> PostgreSQL, fetch process", "ours-fp", "pg"),
+            ("raw eth_getLogs + orjson (after the fetch-process arms)", "raw-orjson", ""),
             ("web3.py batched -> SQLite", "web3-batched", str(workdir / "web3.sqlite")),
             ("web3.py batched -> PostgreSQL", "web3-batched", "pg"),
             ("naive loop -> SQLite", "naive", str(workdir / "naive.sqlite")),
