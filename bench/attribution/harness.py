@@ -153,14 +153,14 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0) -> 
             result.lds = metrics.lds(out.scores, subsets, np.stack(subset_losses))
         other = once.get(name)
         if isinstance(other, MethodOutput):
-            # Payout, as settlement pays it: each answered call's fee split by that answer's shares
-            # (the product's per-answer rule), in the world with the copy and in the one without it.
+            # Payout, as settlement makes it: every call's fee split by that answer's shares (the
+            # product's per-answer rule), right or wrong, over the same test rows in the world with the
+            # copy and in the one without it (counting only answered rows would pay the copy for
+            # making its skill learnt better, not for its attribution).
             once_contributors = [task.train[i].contributor for i in without_sybil.ids]
-            once_answered = (without_sybil.test_correct if without_sybil.test_correct.any()
-                             else np.ones_like(without_sybil.test_correct, dtype=bool))
-            paid = metrics.payout_shares(out.scores, train_contributors, CONTRIBUTORS, answered, ANSWER_RULE)
-            paid_once = metrics.payout_shares(other.scores, once_contributors, CONTRIBUTORS, once_answered,
-                                              ANSWER_RULE)
+            every_call = np.ones(len(task.test), dtype=bool)
+            paid = metrics.payout_shares(out.scores, train_contributors, CONTRIBUTORS, every_call, ANSWER_RULE)
+            paid_once = metrics.payout_shares(other.scores, once_contributors, CONTRIBUTORS, every_call, ANSWER_RULE)
             result.sybil_gain = metrics.sybil_gain(paid, paid_once)
             valued_once = metrics.shares(metrics.contributor_values(other.scores, once_contributors, CONTRIBUTORS))
             result.notes.append(f"Sybil gain of model-level value shares: {metrics.sybil_gain(share, valued_once):+.1%}")
