@@ -162,6 +162,7 @@ def test_index_equals_fresh_index_after_random_transactions_reorgs_and_crashes(
     act_base = rpc.call("evm_snapshot")
     base_state = world.snapshot()
     holder = {"snapshot": act_base}
+    checked = [0]  # sequences run to the end and compared with a fresh index
 
     @settings(max_examples=SEQUENCES, deadline=None, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -177,5 +178,9 @@ def test_index_equals_fresh_index_after_random_transactions_reorgs_and_crashes(
         for kind, arg in [("tx", first), ("index", 0), *steps]:
             harness.run(kind, arg)
         harness.check()
+        checked[0] += 1
 
     sequence()
+    # Hypothesis runs max_examples valid sequences unless one fails; say so if it ever ran fewer.
+    assert checked[0] >= SEQUENCES, f"only {checked[0]} of {SEQUENCES} sequences ran"
+    print(f"{checked[0]} random sequences, each equal to a fresh index")
