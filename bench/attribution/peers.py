@@ -274,36 +274,54 @@ def run_dattri_tracin(trained: Trained, rows: Sequence[Row], test_rows: Sequence
 def run_dattri_if(trained: Trained, rows: Sequence[Row], test_rows: Sequence[Row], need_self: bool,
                   reference: np.ndarray | None) -> MethodOutput:
     """dattri's influence function with its Arnoldi (top-eigenspace) inverse-Hessian."""
+    task, clf = _dattri_task(trained, trained.model.epoch_adapters[-1:])
+    return dattri_if_output(task, lambda: _loader(clf, rows, 128), _loader(clf, test_rows, len(test_rows)),
+                            need_self, reference)
+
+
+def dattri_if_output(task: Any, train_loader: Callable[[], Any], test_loader: Any, need_self: bool,
+                     reference: np.ndarray | None) -> MethodOutput:
+    """dattri's Arnoldi influence function on a dattri task (either benchmark task): cache, score,
+    align the sign with grad-dot, and self-influence when asked."""
     from dattri.algorithm.influence_function import IFAttributorArnoldi
 
-    task, clf = _dattri_task(trained, trained.model.epoch_adapters[-1:])
     attributor = IFAttributorArnoldi(task=task, device="cpu", proj_dim=30, max_iter=30, regularization=1e-3)
     started = time.perf_counter()
-    attributor.cache(_loader(clf, rows, 128))
+    attributor.cache(train_loader())
     build = time.perf_counter() - started
     started = time.perf_counter()
-    scores = attributor.attribute(_loader(clf, rows, 128), _loader(clf, test_rows, len(test_rows))).double().numpy().T
-    query = (time.perf_counter() - started) / len(test_rows)
+    scores = attributor.attribute(train_loader(), test_loader).double().numpy().T
+    query = (time.perf_counter() - started) / len(test_loader.dataset)
     scores, sign_note = _aligned_sign(scores, reference)
     self_scores = None
     if need_self:
-        raw = attributor.self_attribute(_loader(clf, rows, 128)).double().numpy()
+        raw = attributor.self_attribute(train_loader()).double().numpy()
         self_scores = raw if "flipped" not in sign_note else -raw
     return MethodOutput("dattri-IF", scores, self_scores, "self-influence (IF, Arnoldi)", build, query, 0.0,
                         ["dattri 0.3.0 IFAttributorArnoldi (proj 30, 30 iterations, reg 1e-3)", sign_note,
                          "stores no per-row features: queries recompute training gradients"])
 
 
-def classification_runners(backend: Any, names: Sequence[str]) -> dict[str, Callable[[Trained, Sequence[Row], bool], MethodOutput]]:
+def checked_peers(names: Sequence[str]) -> None:
     unknown = sorted(set(names) - set(PEERS))
     if unknown:
         raise ValueError(f"unknown peer(s) {unknown}; choose from {list(PEERS)}")
-    test_rows = backend.test_rows
-    lr = backend.config.settings.learning_rate
 
+
+def grad_dot_reference(backend: Any) -> Callable[[Trained, Sequence[Row]], np.ndarray]:
+    """(test, train) grad-dot scores on a backend's features: the sign reference for IF peers."""
     def reference(trained: Trained, rows: Sequence[Row]) -> np.ndarray:
         feats = backend.features(trained, rows)
         return feats.test.astype(np.float64) @ feats.train.astype(np.float64).T
+
+    return reference
+
+
+def classification_runners(backend: Any, names: Sequence[str]) -> dict[str, Callable[[Trained, Sequence[Row], bool], MethodOutput]]:
+    checked_peers(names)
+    test_rows = backend.test_rows
+    lr = backend.config.settings.learning_rate
+    reference = grad_dot_reference(backend)
 
     def workdir() -> str:
         return tempfile.mkdtemp(prefix="bench-attr-")

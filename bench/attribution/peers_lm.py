@@ -19,7 +19,8 @@ from torch.func import functional_call
 
 from bench.attribution.harness import Trained
 from bench.attribution.methods import MethodOutput
-from bench.attribution.peers import PEERS, TRAK_PROJ_DIM, _aligned_sign, _trainable_only, _trak_block
+from bench.attribution.peers import (PEERS, TRAK_PROJ_DIM, _aligned_sign, _trainable_only, _trak_block, checked_peers,
+                                     dattri_if_output, grad_dot_reference)
 from bench.attribution.tasks import Row
 
 # -- the causal-LM task --------------------------------------------------------------------------
@@ -273,40 +274,19 @@ def run_dattri_tracin_lm(trained: Trained, rows: Sequence[Row], test_rows: Seque
 
 def run_dattri_if_lm(trained: Trained, rows: Sequence[Row], test_rows: Sequence[Row], need_self: bool,
                      reference: np.ndarray | None) -> MethodOutput:
-    from dattri.algorithm.influence_function import IFAttributorArnoldi
-
     model = trained.model.model
     task = _dattri_lm_task(trained, [{n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}])
     width = lm_width(rows, test_rows)
-    attributor = IFAttributorArnoldi(task=task, device="cpu", proj_dim=30, max_iter=30, regularization=1e-3)
-    started = time.perf_counter()
-    attributor.cache(_lm_loader(rows, width, 128))
-    build = time.perf_counter() - started
-    started = time.perf_counter()
-    scores = attributor.attribute(_lm_loader(rows, width, 128),
-                                  _lm_loader(test_rows, width, len(test_rows))).double().numpy().T
-    query = (time.perf_counter() - started) / len(test_rows)
-    scores, sign_note = _aligned_sign(scores, reference)
-    self_scores = None
-    if need_self:
-        raw = attributor.self_attribute(_lm_loader(rows, width, 128)).double().numpy()
-        self_scores = raw if "flipped" not in sign_note else -raw
-    return MethodOutput("dattri-IF", scores, self_scores, "self-influence (IF, Arnoldi)", build, query, 0.0,
-                        ["dattri 0.3.0 IFAttributorArnoldi (proj 30, 30 iterations, reg 1e-3)", sign_note,
-                         "stores no per-row features: queries recompute training gradients"])
+    return dattri_if_output(task, lambda: _lm_loader(rows, width, 128), _lm_loader(test_rows, width, len(test_rows)),
+                            need_self, reference)
 
 
 def causal_runners(backend: Any, names: Sequence[str]) -> dict[str, Callable[[Trained, Sequence[Row], bool], MethodOutput]]:
     """The peers on the causal-LM task (LmBackend): the same settings as classification_runners."""
-    unknown = sorted(set(names) - set(PEERS))
-    if unknown:
-        raise ValueError(f"unknown peer(s) {unknown}; choose from {list(PEERS)}")
+    checked_peers(names)
     test_rows = backend.test_rows
     lr = backend.config.settings.learning_rate
-
-    def reference(trained: Trained, rows: Sequence[Row]) -> np.ndarray:
-        feats = backend.features(trained, rows)
-        return feats.test.astype(np.float64) @ feats.train.astype(np.float64).T
+    reference = grad_dot_reference(backend)
 
     def workdir() -> str:
         return tempfile.mkdtemp(prefix="bench-attr-lm-")
