@@ -100,3 +100,19 @@ def test_the_mislabel_score_does_not_depend_on_how_rows_are_blocked(monkeypatch:
     monkeypatch.setattr(curvature, "NEIGHBOUR_BLOCK", 16)
     assert curvature.DEFAULT_MISLABEL_NEIGHBOURS == 20
     np.testing.assert_allclose(curvature.neighbour_disagreement(g, vectors), whole, rtol=1e-12, atol=1e-12)
+
+
+def test_settlement_scores_a_classifier_call_by_the_receipts_rule() -> None:
+    """A call's published per-contribution score sums its examples' positive parts, as the receipt's
+    shares do, so a receipt and the epoch that pays it credit the same rows."""
+    from provenant.settlement.scores import contribution_scores
+
+    scores, ids = _scores()
+    contribution_ids, positions = np.unique(ids, return_inverse=True)
+    published = contribution_scores(scores, positions, contribution_ids)
+    receipt = aggregate(scores, ids, META)
+    for cid in contribution_ids:
+        positive = float(np.maximum(scores[ids == cid], 0).sum())
+        assert published.get(int(cid), 0.0) == pytest.approx(positive, rel=1e-12)
+    paid = max(published, key=published.get)
+    assert receipt.contributions[0].key == str(paid)

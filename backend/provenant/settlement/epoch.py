@@ -78,7 +78,7 @@ class EpochResult:
     def to_json(self, inputs: EpochInputs) -> dict[str, Any]:
         """The full public result: every call's attribution and every account's amount."""
         return {
-            "format": "provenant.epoch/3",
+            "format": "provenant.epoch/4",
             "model_id": self.model_id,
             "epoch": self.epoch,
             "upto_seq": self.upto_seq,

@@ -19,7 +19,8 @@ from provenant.settlement.epoch import (
 )
 from provenant.settlement.scores import ATOL, RTOL, quantise
 
-FORMAT = "provenant.epoch/3"  # 3: payout leaves are (index, account, amount)
+FORMAT = "provenant.epoch/4"  # 3: payout leaves are (index, account, amount); 4: classifier call scores sum
+# only their examples' positive parts, as receipts do
 QUANTISATION = "ppm_k = floor(1e6 * s_k / sum(s)) exactly, over positive per-contribution scores"
 
 

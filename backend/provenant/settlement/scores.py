@@ -3,8 +3,9 @@
 Scores are floats and differ across machines in the last bits (BLAS kernels, thread counts, the
 batch a query was scored in), so co-signers never demand bit-identical scores. The rules:
 
-* **Published scores.** For each call the results carry every contribution's *positive* score
-  (the sum of its training examples' scores; non-positive ones carry no money and are left out),
+* **Published scores.** For each call the results carry every contribution's *positive* score:
+  the sum of the positive parts of its training examples' scores, the per-answer rule receipts use
+  (`attribution.aggregate.ANSWER_RULE`, "supporting"); contributions with none are left out,
   as IEEE doubles written with Python's shortest round-trip repr, so every reader gets the exact
   same doubles back.
 * **Quantisation (public, exact).** ppm_k = floor(10^6 * s_k / sum_j s_j), evaluated in exact
@@ -86,8 +87,9 @@ def compare_scores(theirs: Mapping[int, float], mine: Mapping[int, float], rtol:
 
 def contribution_scores(example_scores: np.ndarray, positions: np.ndarray, contribution_ids: np.ndarray
                         ) -> dict[int, float]:
-    """Sum example scores per contribution (fixed order: bincount), keep the positive ones."""
-    sums = np.bincount(positions, weights=example_scores, minlength=len(contribution_ids))
+    """Per contribution, the sum of its examples' positive scores (the receipts' "supporting" rule;
+    fixed order: bincount); contributions with a positive sum only."""
+    sums = np.bincount(positions, weights=np.maximum(example_scores, 0.0), minlength=len(contribution_ids))
     return {int(contribution_ids[i]): float(sums[i]) for i in np.flatnonzero(sums > 0)}
 
 
