@@ -150,9 +150,7 @@ def run_trak(trained: Trained, rows: Sequence[Row], test_rows: Sequence[Row], ne
 def run_kronfluence(trained: Trained, rows: Sequence[Row], test_rows: Sequence[Row], need_self: bool,
                     workdir: str, reference: np.ndarray | None) -> MethodOutput:
     from kronfluence.analyzer import Analyzer, prepare_model
-    from kronfluence.arguments import FactorArguments
     from kronfluence.task import Task
-    from kronfluence.utils.dataset import DataLoaderKwargs
 
     clf = _fresh_classifier(trained)
     model = clf.model
@@ -193,11 +191,26 @@ def run_kronfluence(trained: Trained, rows: Sequence[Row], test_rows: Sequence[R
     model = prepare_model(model, task)
     analyzer = Analyzer(analysis_name="cls", model=model, task=task, cpu=True, disable_tqdm=True,
                         output_dir=workdir, disable_model_save=True)
+    scores, self_scores, build, query, sign_note = kronfluence_scores(analyzer, Rows(rows), Rows(test_rows), "ekfac",
+                                                                      need_self, reference)
+    return MethodOutput("Kronfluence", scores, self_scores, "self-influence (EK-FAC)", build, query,
+                        factor_bytes / len(rows),
+                        ["kronfluence 1.0.1 EK-FAC, tracked: LoRA A/B + head", sign_note,
+                         "stores no per-row features: every query batch recomputes all training gradients"])
+
+
+def kronfluence_scores(analyzer: Any, train_ds: Any, test_ds: Any, strategy: str, need_self: bool,
+                       reference: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, float, float, str]:
+    """Kronfluence on a prepared Analyzer (either benchmark task): fit the factors, score every
+    (test, train) pair, align the sign with grad-dot, self-influence when asked.
+    Returns (scores, self_scores, build seconds, query seconds per test row, sign note)."""
+    from kronfluence.arguments import FactorArguments
+    from kronfluence.utils.dataset import DataLoaderKwargs
+
     loader_kwargs = DataLoaderKwargs(num_workers=0)
-    train_ds, test_ds = Rows(rows), Rows(test_rows)
     started = time.perf_counter()
     analyzer.fit_all_factors(factors_name="ekfac", dataset=train_ds, per_device_batch_size=32,
-                             factor_args=FactorArguments(strategy="ekfac"), dataloader_kwargs=loader_kwargs,
+                             factor_args=FactorArguments(strategy=strategy), dataloader_kwargs=loader_kwargs,
                              overwrite_output_dir=True)
     build = time.perf_counter() - started
     started = time.perf_counter()
@@ -206,7 +219,7 @@ def run_kronfluence(trained: Trained, rows: Sequence[Row], test_rows: Sequence[R
                                      per_device_train_batch_size=64, dataloader_kwargs=loader_kwargs,
                                      overwrite_output_dir=True)
     scores = analyzer.load_pairwise_scores("pairs")["all_modules"].double().numpy()
-    query = (time.perf_counter() - started) / len(test_rows)
+    query = (time.perf_counter() - started) / len(test_ds)
     scores, sign_note = _aligned_sign(scores, reference)
     self_scores = None
     if need_self:
@@ -214,10 +227,7 @@ def run_kronfluence(trained: Trained, rows: Sequence[Row], test_rows: Sequence[R
                                      per_device_train_batch_size=64, dataloader_kwargs=loader_kwargs,
                                      overwrite_output_dir=True)
         self_scores = analyzer.load_self_scores("self")["all_modules"].double().numpy()
-    return MethodOutput("Kronfluence", scores, self_scores, "self-influence (EK-FAC)", build, query,
-                        factor_bytes / len(rows),
-                        ["kronfluence 1.0.1 EK-FAC, tracked: LoRA A/B + head", sign_note,
-                         "stores no per-row features: every query batch recomputes all training gradients"])
+    return scores, self_scores, build, query, sign_note
 
 
 # -- dattri --------------------------------------------------------------------------------------

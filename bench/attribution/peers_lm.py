@@ -19,8 +19,8 @@ from torch.func import functional_call
 
 from bench.attribution.harness import Trained
 from bench.attribution.methods import MethodOutput
-from bench.attribution.peers import (PEERS, TRAK_PROJ_DIM, _aligned_sign, _trainable_only, _trak_block, checked_peers,
-                                     dattri_if_output, grad_dot_reference)
+from bench.attribution.peers import (PEERS, TRAK_PROJ_DIM, _trainable_only, _trak_block, checked_peers,
+                                     dattri_if_output, grad_dot_reference, kronfluence_scores)
 from bench.attribution.tasks import Row
 
 # -- the causal-LM task --------------------------------------------------------------------------
@@ -146,9 +146,7 @@ def run_kronfluence_lm(trained: Trained, rows: Sequence[Row], test_rows: Sequenc
     """EK-FAC influence of every training row on every test row's completion loss ('identity': plain
     grad-dot through Kronfluence, which the test uses to check this wiring)."""
     from kronfluence.analyzer import Analyzer, prepare_model
-    from kronfluence.arguments import FactorArguments
     from kronfluence.task import Task
-    from kronfluence.utils.dataset import DataLoaderKwargs
 
     model = _lm_private(trained)
     tracked = sorted({n.rsplit(".", 1)[0] for n in _lora_names(model)})  # every lora_A/B.default Linear
@@ -193,27 +191,8 @@ def run_kronfluence_lm(trained: Trained, rows: Sequence[Row], test_rows: Sequenc
     model = prepare_model(model, task)
     analyzer = Analyzer(analysis_name="lm", model=model, task=task, cpu=True, disable_tqdm=True,
                         output_dir=workdir, disable_model_save=True)
-    loader_kwargs = DataLoaderKwargs(num_workers=0)
-    train_ds, test_ds = Rows(rows), Rows(test_rows)
-    started = time.perf_counter()
-    analyzer.fit_all_factors(factors_name="ekfac", dataset=train_ds, per_device_batch_size=32,
-                             factor_args=FactorArguments(strategy=strategy), dataloader_kwargs=loader_kwargs,
-                             overwrite_output_dir=True)
-    build = time.perf_counter() - started
-    started = time.perf_counter()
-    analyzer.compute_pairwise_scores(scores_name="pairs", factors_name="ekfac", query_dataset=test_ds,
-                                     train_dataset=train_ds, per_device_query_batch_size=len(test_ds),
-                                     per_device_train_batch_size=64, dataloader_kwargs=loader_kwargs,
-                                     overwrite_output_dir=True)
-    scores = analyzer.load_pairwise_scores("pairs")["all_modules"].double().numpy()
-    query = (time.perf_counter() - started) / len(test_rows)
-    scores, sign_note = _aligned_sign(scores, reference)
-    self_scores = None
-    if need_self:
-        analyzer.compute_self_scores(scores_name="self", factors_name="ekfac", train_dataset=train_ds,
-                                     per_device_train_batch_size=64, dataloader_kwargs=loader_kwargs,
-                                     overwrite_output_dir=True)
-        self_scores = analyzer.load_self_scores("self")["all_modules"].double().numpy()
+    scores, self_scores, build, query, sign_note = kronfluence_scores(analyzer, Rows(rows), Rows(test_rows), strategy,
+                                                                      need_self, reference)
     return MethodOutput("Kronfluence", scores, self_scores, "self-influence (EK-FAC)", build, query,
                         factor_bytes / len(rows),
                         ["kronfluence 1.0.1 EK-FAC, tracked: every LoRA A/B (28 modules x 2)", sign_note,
