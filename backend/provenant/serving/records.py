@@ -6,7 +6,7 @@ that readers of the chain, such as settlement's claims API, do not import torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from provenant.chain.bindings import ModelView, decode
 from provenant.chain.client import ChainClient
@@ -36,18 +36,6 @@ class ModelRecord:
 
     @classmethod
     def fetch(cls, client: ChainClient, contracts: Contracts, model_id: int) -> "ModelRecord":
-        m = decode(ModelView, client.call(contracts.models.functions.getModel(model_id)))
-        return cls(
-            model_id=model_id,
-            owner=m.owner,
-            server=m.server,
-            parent_id=m.parent_id,
-            price_per_call=m.price_per_call,
-            lineage_root=m.lineage_root,
-            config_hash=m.config_hash,
-            adapter_hash=m.adapter_hash,
-            name=m.name,
-            base_model=m.base_model,
-            adapter_cid=m.adapter_cid,
-            manifest_cid=m.manifest_cid,
-        )
+        view = decode(ModelView, client.call(contracts.models.functions.getModel(model_id)))
+        # every field but the id comes from the view, by name: one list of fields to keep in step
+        return cls(model_id=model_id, **{f.name: getattr(view, f.name) for f in fields(cls) if f.name != "model_id"})
