@@ -51,6 +51,7 @@ def test_metrics_on_known_answers() -> None:
     assert values == {"a": 0.0, "b": 2.0}
     assert metrics.shares({"a": -1.0, "b": 3.0, "c": 1.0}) == {"a": 0.0, "b": 0.75, "c": 0.25}
     assert metrics.sybil_gain({"bob": 0.3, "mallory": 0.3}, {"bob": 0.5}) == pytest.approx(0.2)
+    assert metrics.mean_shares([{"bob": 0.2, "mallory": 0.1}, {"bob": 0.4}]) == pytest.approx({"bob": 0.3, "mallory": 0.05})
     # LDS is 1 when the summed scores order the subsets exactly as their losses do
     masks = [np.array([1, 0, 0], bool), np.array([1, 1, 0], bool), np.array([1, 1, 1], bool)]
     assert metrics.lds(np.array([[1.0, 1.0, 1.0]]), masks, np.array([[3.0], [2.0], [1.0]])) == pytest.approx(1.0)
@@ -88,7 +89,7 @@ def test_harness_runs_end_to_end_on_a_tiny_config() -> None:
     backend = ClsBackend(task, config)
     runners = backend.backend()
     runners.methods = {k: runners.methods[k] for k in ("ours", "grad-dot", "TF-IDF")}
-    result = run_task(task, runners, lds_retrains=3)
+    result = run_task(task, runners, lds_retrains=3, sybil_seeds=2)
 
     assert [m.name for m in result.methods] == ["ours", "grad-dot", "TF-IDF"]
     assert set(result.loo_delta) == set(CONTRIBUTORS) and result.lds_retrains == 3
@@ -102,6 +103,9 @@ def test_harness_runs_end_to_end_on_a_tiny_config() -> None:
     # mislabelled rows have a larger training loss, hence a larger gradient: above chance for both
     assert by_name["grad-dot"].auc > 0.6 and by_name["ours"].auc > 0.6
     assert by_name["ours"].bytes_per_example <= 16 * 1024
+    # the Sybil gain averages two training seeds of each world, and says what each pair gave
+    per_seed = [n for n in by_name["ours"].notes if n.startswith("Sybil gain per training seed: ")]
+    assert len(per_seed) == 1 and per_seed[0].count("%") == 2, by_name["ours"].notes
     assert "ours_10k_ms" in backend.latency and backend.latency["ours_10k_ms"] > 0
     text = report.section([result], "test", 1, "2026-11-26", [])
     assert "| ours |" in text and "| target |" in text and "LOO Spearman" in text

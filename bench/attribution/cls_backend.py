@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -38,12 +38,13 @@ class ClsBackend:
         self.design_arms = list(design_arms)
 
     # -- training ---------------------------------------------------------------------------
-    def train(self, ids: Sequence[int]) -> Trained:
-        trained = cls_model.train_cls(self.task.train, ids, self.config.settings, self.config.base_model)
+    def train(self, ids: Sequence[int], seed: int = 0) -> Trained:
+        settings = replace(self.config.settings, seed=seed)
+        trained = cls_model.train_cls(self.task.train, ids, settings, self.config.base_model)
         losses = cls_model.per_example_losses(trained.classifier, self.test_rows)
         preds = [p.label for p in trained.classifier.predict([r.text for r in self.test_rows])]
         correct = np.array([p == r.label for p, r in zip(preds, self.test_rows)])
-        return Trained(trained, np.asarray(ids), trained.seconds, losses, correct)
+        return Trained(trained, np.asarray(ids), trained.seconds, losses, correct, seed)
 
     # -- shared gradient features -----------------------------------------------------------
     def features(self, trained: Trained, rows: Sequence[Row]) -> GradientFeatures:

@@ -47,19 +47,20 @@ class LmBackend:
         print(f"causal-lm {label}: " + ", ".join(f"{n} loss {lo:.3f} exact {ex:.2f}" for n, (lo, ex) in parts.items()),
               flush=True)
 
-    def train(self, ids: Sequence[int]) -> Trained:
+    def train(self, ids: Sequence[int], seed: int = 0) -> Trained:
         if not self.per_skill:
             base = lm_model.build_lora_lm(self.config.settings)  # LoRA B = 0: exactly the base
             self._log_skills("base (no fine-tune)", lm_model.eval_losses(base, self.test_rows),
                              lm_model.exact_match(base, self.test_rows))
         rows = [self.task.train[i] for i in ids]
-        trained = lm_model.train_lm(rows, self.config.settings)
+        trained = lm_model.train_lm(rows, replace(self.config.settings, seed=seed))
         losses = lm_model.eval_losses(trained.model, self.test_rows)
         correct = lm_model.exact_match(trained.model, self.test_rows)
         left_out = sorted({r.contributor for r in self.task.train} - {r.contributor for r in rows})
-        self._log_skills(f"trained on {len(rows)} rows" + (f" (without {', '.join(left_out)})" if left_out else ""),
+        self._log_skills(f"trained on {len(rows)} rows" + (f" (without {', '.join(left_out)})" if left_out else "")
+                         + (f", training seed {seed}" if seed else ""),
                          losses, correct)
-        return Trained(trained, np.asarray(ids), trained.seconds, losses, correct)
+        return Trained(trained, np.asarray(ids), trained.seconds, losses, correct, seed)
 
     def features(self, trained: Trained, rows: Sequence[Row]) -> GradientFeatures:
         key = id(trained)
@@ -84,7 +85,7 @@ class LmBackend:
         epochs = list(range(every, self.config.settings.epochs, every))
         snapshots = []
         for e in epochs:
-            replay = lm_model.train_lm(list(rows), replace(self.config.settings, epochs=e)).model
+            replay = lm_model.train_lm(list(rows), replace(self.config.settings, epochs=e, seed=trained.seed)).model
             snapshots.append({n: p.detach().clone() for n, p in lm_model.trainable(replay)})
         snapshots.append({n: p.detach().clone() for n, p in lm_model.trainable(trained.model.model)})
         return epochs + [self.config.settings.epochs], snapshots

@@ -90,6 +90,12 @@ def payout_shares(scores: np.ndarray, train_contributors: Sequence[str], contrib
     return {c: float(v) for c, v in zip(contributors, mean)}
 
 
+def mean_shares(shares_per_run: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Each contributor's mean share over several runs (training seeds): an expected payout."""
+    names = sorted({k for s in shares_per_run for k in s})
+    return {k: float(np.mean([s.get(k, 0.0) for s in shares_per_run])) for k in names}
+
+
 def sybil_gain(shares_with: Mapping[str, float], shares_without: Mapping[str, float]) -> float:
     """(victim + Sybil share with the copy) / (victim share when the data is submitted once) - 1."""
     once = shares_without.get(SYBIL_VICTIM, 0.0)
