@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from provenant.attribution.curvature import CurvatureError, fit_preconditioner, neighbour_disagreement, training_vectors
+from provenant.attribution.curvature import (CurvatureError, fit_preconditioner, mislabel_suspicion,
+                                             neighbour_disagreement, training_vectors)
 from provenant.attribution.gradients import Projector
 from provenant.attribution.index import AttributionIndex, IndexSettings, index_from_projected, mislabel_scores
 
@@ -62,6 +63,31 @@ def test_neighbour_disagreement_flags_the_flipped_row_not_the_hard_clean_one() -
     assert int(np.argmax(suspicion)) == flipped
     assert suspicion[hard] < np.median(suspicion)  # its neighbours support it
     assert np.array_equal(neighbour_disagreement(g, vectors), suspicion)  # deterministic
+
+
+def test_mislabel_suspicion_ranks_a_memorised_flip_and_an_unfitted_one_above_clean_rows() -> None:
+    """Two ways a wrong label shows: neighbours oppose a memorised one (whose self-influence is only
+    in the top quarter, as the benchmark's flipped classifier rows are), an unfitted one keeps a large
+    gradient and self-influence; the combined rank puts both above every clean row."""
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(4, 32)) * 3
+    g = np.vstack([c * rng.uniform(0.5, 1.5) + rng.normal(size=(40, 32)) for c in centres])
+    memorised, unfitted = 7, 90
+    g[memorised] = -1.0 * centres[0] + 2.0 * rng.normal(size=32)  # fitted, and against its pattern
+    g[unfitted] = -6.0 * centres[2] + rng.normal(size=32)  # not fitted: large, and against its pattern
+    vectors, self_influence = training_vectors(g, fit_preconditioner(g, 10.0))
+    neighbours = neighbour_disagreement(g, vectors)
+    suspicion = mislabel_suspicion(neighbours, self_influence)
+    clean = np.delete(np.arange(len(g)), [memorised, unfitted])
+    assert (self_influence > self_influence[memorised]).sum() > 10  # self-influence alone ranks it low
+    assert suspicion[memorised] > suspicion[clean].max() and suspicion[unfitted] > suspicion[clean].max()
+    assert np.array_equal(mislabel_suspicion(neighbours, self_influence), suspicion)  # deterministic
+    assert 0.0 <= suspicion.min() and suspicion.max() < 1.0
+    # the weights: neighbour rank counts twice, self-influence rank once
+    np.testing.assert_allclose(mislabel_suspicion(np.array([3.0, 1.0, 2.0]), np.array([1.0, 3.0, 2.0])),
+                               np.array([2 / 3 * 2 / 3, 1 / 3 * 2 / 3, 1 / 3]))
+    with pytest.raises(CurvatureError):
+        mislabel_suspicion(neighbours, self_influence[:-1])
 
 
 def test_a_module_index_round_trips_and_an_older_index_reads_as_global() -> None:

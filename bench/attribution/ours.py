@@ -67,7 +67,7 @@ def ours_classification(classifier: Classifier, train_rows: Sequence[Row], test_
             diag.append(block[np.arange(len(chunk)), start + np.arange(len(chunk))])
         self_scores = np.concatenate(diag)
     stored = float(getattr(index, "bytes_per_example", PROJECTION_DIM * 4))
-    kind = ("mislabel_scores of the index (neighbour disagreement)" if hasattr(attribution_index, "mislabel_scores")
+    kind = ("mislabel_scores of the index (neighbour disagreement and self-influence, by rank)" if hasattr(attribution_index, "mislabel_scores")
             else "self-influence (engine score of a row for its own label)")
     out = MethodOutput("ours", scores, self_scores, kind, build, query, stored, [engine_description()])
     return out, index

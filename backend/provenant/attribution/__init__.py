@@ -10,7 +10,8 @@ The gradient engine (this package, apart from the span modules):
                lambda = 30 x mean eigenvalue (optionally block-diagonal per module, each block damped
                on its own scale), and the training vectors the index stores:
                (F + lambda I)^-1 g * min(1, median|g| / |g|), plus self-influence g^T (F + lambda I)^-1 g
-               and the mislabel score (how strongly a row's nearest rows oppose its label).
+               and the mislabel score (how strongly a row's nearest rows oppose its label, and its
+               self-influence, by rank).
 - `index`      build at training time, store content-addressed (4 D + 40 bytes per row), score a query
                with one projected gradient and one matrix product; `mislabel_scores`.
 - `duplicates` exact and near-duplicate rows (same label, character 5-gram Jaccard >= 0.8) share one

@@ -185,3 +185,34 @@ def neighbour_disagreement(projected: np.ndarray, vectors: np.ndarray,
         influence = np.einsum("id,ikd->ik", grads[start:stop], vecs[nearest])
         out[start:stop] = -influence.sum(axis=1) / np.where(own[start:stop] > 0, own[start:stop], 1.0)
     return out
+
+
+# 2:1, chosen on four tuning draws of each benchmark task (seeds 1-4; the benchmark's seed 0 only
+# confirms): mean mislabel ROC-AUC classification 0.861 -> 0.849, causal LM 0.882 -> 0.960. Weights
+# 1:0 / 4:1 / 3:1 / 1:1 gave 0.861/0.855/0.851/0.839 and 0.882/0.939/0.946/0.971.
+NEIGHBOUR_WEIGHT = 2.0 / 3.0
+
+
+def mislabel_suspicion(neighbour_scores: np.ndarray, self_influence: np.ndarray,
+                       neighbour_weight: float = NEIGHBOUR_WEIGHT) -> np.ndarray:
+    """Per-row mislabel suspicion in [0, 1): a weighted mean of the row's rank under neighbour
+    disagreement (`neighbour_disagreement`) and under self-influence g^T (F + lambda I)^-1 g.
+
+    Why two signals: a wrong label is either memorised or not. A classifier that memorises its few
+    flipped rows fits them (small loss, small self-influence), and only their neighbours' opposition
+    gives them away; a causal LM does not fit a wrong completion, which keeps a large loss and
+    gradient, and there self-influence alone reached ROC-AUC 0.84-0.99 against 0.82-0.91 for the
+    neighbours. Ranks (stable, ties in row order) put the two on one scale whatever their units, so the
+    score is deterministic for one index."""
+    if not 0.0 <= neighbour_weight <= 1.0:
+        raise CurvatureError(f"neighbour_weight must be in [0, 1], got {neighbour_weight}")
+    neighbours = np.asarray(neighbour_scores, dtype=np.float64)
+    own = np.asarray(self_influence, dtype=np.float64)
+    if neighbours.shape != own.shape or neighbours.ndim != 1:
+        raise CurvatureError(f"one neighbour score and one self-influence per row, got {neighbours.shape} and "
+                             f"{own.shape}")
+
+    def rank(values: np.ndarray) -> np.ndarray:
+        return np.argsort(np.argsort(values, kind="stable"), kind="stable") / max(len(values), 1)
+
+    return neighbour_weight * rank(neighbours) + (1.0 - neighbour_weight) * rank(own)

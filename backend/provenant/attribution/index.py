@@ -12,7 +12,7 @@ costs one projected gradient and one (N x D) product, as plain grad-dot does. Sc
 through `duplicates.share_credit`: exact and near-duplicate rows share one row's credit.
 
 Stored per row: v (D float32), self-influence g^T (F + lambda I)^-1 g (float32), the mislabel score
-(`curvature.neighbour_disagreement`, float32), contribution id, row index, label id and
+(`curvature.mislabel_suspicion`: neighbour disagreement and self-influence, ranked, float32), contribution id, row index, label id and
 duplicate-group head (int64): 4 D + 40 bytes, 4,136 at the default D = 1024 (the budget is 16 KB).
 
 Determinism: on one machine (same torch build and thread count), the same classifier, examples and
@@ -33,7 +33,7 @@ from safetensors.numpy import save as safetensors_save
 from threadpoolctl import ThreadpoolController
 
 from provenant.attribution.curvature import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING_RATIO, fit_preconditioner,
-                                             neighbour_disagreement, training_vectors)
+                                             mislabel_suspicion, neighbour_disagreement, training_vectors)
 from provenant.attribution.duplicates import (DEFAULT_NEAR_THRESHOLD, POLICIES, duplicate_groups,
                                               share_credit)
 from provenant.attribution.gradients import Projector, per_example_gradients
@@ -116,8 +116,8 @@ class AttributionIndex:
         self.self_influence = np.ascontiguousarray(
             np.zeros(n) if self_influence is None else self_influence, dtype=np.float32)
         self.canonical = np.ascontiguousarray(np.arange(n) if canonical is None else canonical, dtype=np.int64)
-        # mislabel suspicion (curvature.neighbour_disagreement); an index written without it falls back
-        # to self-influence
+        # mislabel suspicion (curvature.mislabel_suspicion); an index written without it falls back to
+        # self-influence
         self.mislabel = np.ascontiguousarray(self.self_influence if mislabel is None else mislabel, dtype=np.float32)
         self.settings = settings
         self.adapter_sha256 = adapter_sha256  # the adapter these gradients were taken at
@@ -193,7 +193,7 @@ def index_from_projected(projected: torch.Tensor | np.ndarray, *, contribution_i
     projected = np.asarray(projected.numpy() if isinstance(projected, torch.Tensor) else projected, dtype=np.float64)
     preconditioner = fit_preconditioner(projected, settings.damping_ratio, blocks)
     vectors, self_influence = training_vectors(projected, preconditioner, settings.clip_quantile)
-    suspicion = neighbour_disagreement(projected, vectors)
+    suspicion = mislabel_suspicion(neighbour_disagreement(projected, vectors), self_influence)
     order = list(zip((int(c) for c in contribution_ids), (int(r) for r in row_indices)))
     canonical = duplicate_groups(texts, list(label_ids), order, settings.duplicate_threshold)
     return AttributionIndex(vectors.astype(np.float32), np.asarray(contribution_ids), np.asarray(row_indices),
@@ -263,7 +263,8 @@ def attribute_many(classifier: Classifier, index: AttributionIndex, texts: Seque
 
 
 def mislabel_scores(index: AttributionIndex) -> np.ndarray:
-    """Per-row suspicion that the row is mislabelled: how strongly its nearest training rows (in the
-    projected gradient space) oppose its label, relative to its own self-influence
-    (`curvature.neighbour_disagreement`). Indexes written before it fall back to self-influence."""
+    """Per-row suspicion that the row is mislabelled (higher: more suspect), as stored at build time:
+    indexes built now store `curvature.mislabel_suspicion` (how strongly the row's nearest training rows
+    oppose its label, and its self-influence, by rank), earlier ones the neighbour score alone, and
+    the earliest none (they fall back to self-influence). Only the order within one index means anything."""
     return index.mislabel.astype(np.float64)
