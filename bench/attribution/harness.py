@@ -42,6 +42,16 @@ class Backend:
 
 
 @dataclass
+class SybilWorlds:
+    """One training seed's two Sybil worlds, and each method's output on both."""
+
+    with_copy: Trained
+    once: Trained  # trained without the Sybil's rows: the data submitted once
+    runs_with_copy: dict[str, MethodOutput | str]
+    runs_once: dict[str, MethodOutput | str]
+
+
+@dataclass
 class MethodResult:
     name: str
     auc: float = float("nan")
@@ -94,8 +104,8 @@ def _run_method(name: str, runner: Callable[[Trained, Sequence[Row], bool], Meth
 
 def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, sybil_seeds: int = 1) -> TaskResult:
     """sybil_seeds: training seeds over which the Sybil gain's payouts are averaged, in both worlds.
-    One retrained pair measures the training run's randomness as much as the method: on five tuning
-    draws of the classification task one pair gave ours -6.0% to +6.8% (mean +0.8%)."""
+    One retrained pair measures the training run's randomness as much as the method: on four tuning
+    draws of the classification task one pair gave ours -6.0%, +5.1%, -2.6% and +9.4%."""
     all_ids = np.arange(len(task.train))
     log(f"{task.name}: training the full model on {len(all_ids)} rows")
     full = backend.train(all_ids, 0)
@@ -127,18 +137,18 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
 
     assert without_sybil is not None
     # Sybil worlds: (with the copy, submitted once) per training seed; seed 0 reuses the models above
-    worlds: list[tuple[Trained, Trained, dict[str, MethodOutput | str], dict[str, MethodOutput | str]]] = []
+    worlds: list[SybilWorlds] = []
     for train_seed in range(sybil_seeds):
         with_copy = full if train_seed == 0 else backend.train(all_ids, train_seed)
         once_only = without_sybil if train_seed == 0 else backend.train(without_sybil.ids, train_seed)
         log(f"{task.name}: methods on the Sybil worlds of training seed {train_seed}")
-        runs_with, runs_once = {}, {}
+        world = SybilWorlds(with_copy, once_only, {}, {})
         for name, runner in backend.methods.items():
             if isinstance(outputs[name], MethodOutput):
-                runs_with[name] = (outputs[name] if train_seed == 0
-                                   else _run_method(name, runner, with_copy, task, need_self=False))
-                runs_once[name] = _run_method(name, runner, once_only, task, need_self=False)
-        worlds.append((with_copy, once_only, runs_with, runs_once))
+                world.runs_with_copy[name] = (outputs[name] if train_seed == 0
+                                              else _run_method(name, runner, with_copy, task, need_self=False))
+                world.runs_once[name] = _run_method(name, runner, once_only, task, need_self=False)
+        worlds.append(world)
 
     train_contributors = [r.contributor for r in task.train]
     flipped = [r.flipped for r in task.train]
@@ -171,7 +181,7 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
                       {"Sybil worlds": f"{len(worlds)} training seed(s), payouts averaged over them"})
 
 
-def _sybil_gain(result: MethodResult, name: str, worlds: Sequence[tuple], task: Task,
+def _sybil_gain(result: MethodResult, name: str, worlds: Sequence[SybilWorlds], task: Task,
                 valued_share: dict[str, float]) -> None:
     """Payout, as settlement makes it: every call's fee split by that answer's shares (the product's
     per-answer rule), right or wrong, over the same test rows in the world with the copy and in the one
@@ -180,13 +190,13 @@ def _sybil_gain(result: MethodResult, name: str, worlds: Sequence[tuple], task: 
     train_contributors = [r.contributor for r in task.train]
     every_call = np.ones(len(task.test), dtype=bool)
     paid, paid_once, per_seed = [], [], []
-    for _with_copy, once_only, runs_with, runs_once in worlds:
-        here, there = runs_with.get(name), runs_once.get(name)
+    for world in worlds:
+        here, there = world.runs_with_copy.get(name), world.runs_once.get(name)
         if not isinstance(here, MethodOutput) or not isinstance(there, MethodOutput):
             failed = here if isinstance(here, str) else there
             result.notes.append(f"no Sybil gain: {failed}")
             return
-        once_contributors = [task.train[i].contributor for i in once_only.ids]
+        once_contributors = [task.train[i].contributor for i in world.once.ids]
         paid.append(metrics.payout_shares(here.scores, train_contributors, CONTRIBUTORS, every_call, ANSWER_RULE))
         paid_once.append(metrics.payout_shares(there.scores, once_contributors, CONTRIBUTORS, every_call,
                                                ANSWER_RULE))
@@ -194,7 +204,8 @@ def _sybil_gain(result: MethodResult, name: str, worlds: Sequence[tuple], task: 
     result.sybil_gain = metrics.sybil_gain(metrics.mean_shares(paid), metrics.mean_shares(paid_once))
     if len(worlds) > 1:
         result.notes.append("Sybil gain per training seed: " + ", ".join(f"{g:+.1%}" for g in per_seed))
-    first_once = worlds[0][3][name]
-    once_contributors = [task.train[i].contributor for i in worlds[0][1].ids]
+    first_once = worlds[0].runs_once[name]
+    assert isinstance(first_once, MethodOutput)
+    once_contributors = [task.train[i].contributor for i in worlds[0].once.ids]
     valued_once = metrics.shares(metrics.contributor_values(first_once.scores, once_contributors, CONTRIBUTORS))
     result.notes.append(f"Sybil gain of model-level value shares: {metrics.sybil_gain(valued_share, valued_once):+.1%}")
