@@ -199,6 +199,9 @@ def run_kronfluence(trained: Trained, rows: Sequence[Row], test_rows: Sequence[R
                          "stores no per-row features: every query batch recomputes all training gradients"])
 
 
+KRONFLUENCE_SEED = 0
+
+
 def kronfluence_scores(analyzer: Any, train_ds: Any, test_ds: Any, strategy: str, need_self: bool,
                        reference: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, float, float, str]:
     """Kronfluence on a prepared Analyzer (either benchmark task): fit the factors, score every
@@ -209,9 +212,13 @@ def kronfluence_scores(analyzer: Any, train_ds: Any, test_ds: Any, strategy: str
 
     loader_kwargs = DataLoaderKwargs(num_workers=0)
     started = time.perf_counter()
-    analyzer.fit_all_factors(factors_name="ekfac", dataset=train_ds, per_device_batch_size=32,
-                             factor_args=FactorArguments(strategy=strategy), dataloader_kwargs=loader_kwargs,
-                             overwrite_output_dir=True)
+    # EK-FAC's Fisher samples labels from the model (compute_train_loss(sample=True), global torch RNG):
+    # a fixed seed, in a forked RNG, makes the peer's row the same run to run
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(KRONFLUENCE_SEED)
+        analyzer.fit_all_factors(factors_name="ekfac", dataset=train_ds, per_device_batch_size=32,
+                                 factor_args=FactorArguments(strategy=strategy), dataloader_kwargs=loader_kwargs,
+                                 overwrite_output_dir=True)
     build = time.perf_counter() - started
     started = time.perf_counter()
     analyzer.compute_pairwise_scores(scores_name="pairs", factors_name="ekfac", query_dataset=test_ds,
