@@ -149,7 +149,6 @@ def run_trak(trained: Trained, rows: Sequence[Row], test_rows: Sequence[Row], ne
 # -- Kronfluence ---------------------------------------------------------------------------------
 def run_kronfluence(trained: Trained, rows: Sequence[Row], test_rows: Sequence[Row], need_self: bool,
                     workdir: str, reference: np.ndarray | None) -> MethodOutput:
-    from kronfluence.analyzer import Analyzer, prepare_model
     from kronfluence.task import Task
 
     clf = _fresh_classifier(trained)
@@ -184,22 +183,32 @@ def run_kronfluence(trained: Trained, rows: Sequence[Row], test_rows: Sequence[R
         def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
             return {"input_ids": self.ids[i], "attention_mask": self.mask[i], "labels": self.labels[i]}
 
-    task = ClsTask()
-    # EK-FAC keeps, per tracked module, both eigenbases and the corrected eigenvalues (float32)
     shapes = [p.shape for n, p in trainable_parameters(model) if n.endswith("weight")]
-    factor_bytes = sum((out_f ** 2 + in_f ** 2 + out_f * in_f) * 4 for out_f, in_f in shapes)
-    model = prepare_model(model, task)
-    analyzer = Analyzer(analysis_name="cls", model=model, task=task, cpu=True, disable_tqdm=True,
-                        output_dir=workdir, disable_model_save=True)
-    scores, self_scores, build, query, sign_note = kronfluence_scores(analyzer, Rows(rows), Rows(test_rows), "ekfac",
-                                                                      need_self, reference)
-    return MethodOutput("Kronfluence", scores, self_scores, "self-influence (EK-FAC)", build, query,
-                        factor_bytes / len(rows),
-                        ["kronfluence 1.0.1 EK-FAC, tracked: LoRA A/B + head", sign_note,
-                         "stores no per-row features: every query batch recomputes all training gradients"])
+    return kronfluence_output(model, ClsTask(), Rows(rows), Rows(test_rows), analysis="cls", strategy="ekfac",
+                              weight_shapes=shapes, tracked="LoRA A/B + head", need_self=need_self,
+                              reference=reference, workdir=workdir)
 
 
 KRONFLUENCE_SEED = 0
+
+
+def kronfluence_output(model: torch.nn.Module, task: Any, train_ds: Any, test_ds: Any, *, analysis: str,
+                       strategy: str, weight_shapes: Sequence[torch.Size], tracked: str, need_self: bool,
+                       reference: np.ndarray | None, workdir: str) -> MethodOutput:
+    """Kronfluence with a task's `Task` and datasets (either benchmark task): prepare the model, fit and
+    score (`kronfluence_scores`), and report it. Bytes per row: EK-FAC keeps, per tracked module, both
+    eigenbases and the corrected eigenvalues (float32), over the training rows."""
+    from kronfluence.analyzer import Analyzer, prepare_model
+
+    factor_bytes = sum((out_f ** 2 + in_f ** 2 + out_f * in_f) * 4 for out_f, in_f in weight_shapes)
+    analyzer = Analyzer(analysis_name=analysis, model=prepare_model(model, task), task=task, cpu=True,
+                        disable_tqdm=True, output_dir=workdir, disable_model_save=True)
+    scores, self_scores, build, query, sign_note = kronfluence_scores(analyzer, train_ds, test_ds, strategy,
+                                                                      need_self, reference)
+    return MethodOutput("Kronfluence", scores, self_scores, "self-influence (EK-FAC)", build, query,
+                        factor_bytes / len(train_ds),
+                        [f"kronfluence 1.0.1 EK-FAC, tracked: {tracked}", sign_note,
+                         "stores no per-row features: every query batch recomputes all training gradients"])
 
 
 def kronfluence_scores(analyzer: Any, train_ds: Any, test_ds: Any, strategy: str, need_self: bool,

@@ -20,7 +20,7 @@ from torch.func import functional_call
 from bench.attribution.harness import Trained
 from bench.attribution.methods import MethodOutput
 from bench.attribution.peers import (PEERS, TRAK_PROJ_DIM, _trainable_only, _trak_block, checked_peers,
-                                     dattri_if_output, grad_dot_reference, kronfluence_scores)
+                                     dattri_if_output, grad_dot_reference, kronfluence_output)
 from bench.attribution.tasks import Row
 
 # -- the causal-LM task --------------------------------------------------------------------------
@@ -145,7 +145,6 @@ def run_kronfluence_lm(trained: Trained, rows: Sequence[Row], test_rows: Sequenc
                        workdir: str, reference: np.ndarray | None, strategy: str = "ekfac") -> MethodOutput:
     """EK-FAC influence of every training row on every test row's completion loss ('identity': plain
     grad-dot through Kronfluence, which the test uses to check this wiring)."""
-    from kronfluence.analyzer import Analyzer, prepare_model
     from kronfluence.task import Task
 
     model = _lm_private(trained)
@@ -185,18 +184,10 @@ def run_kronfluence_lm(trained: Trained, rows: Sequence[Row], test_rows: Sequenc
         def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
             return {"input_ids": self.ids[i], "attention_mask": self.mask[i], "loss_mask": self.loss_mask[i]}
 
-    task = LmTask()
     shapes = [p.shape for n, p in model.named_parameters() if ".lora_" in n and p.requires_grad]
-    factor_bytes = sum((out_f ** 2 + in_f ** 2 + out_f * in_f) * 4 for out_f, in_f in shapes)
-    model = prepare_model(model, task)
-    analyzer = Analyzer(analysis_name="lm", model=model, task=task, cpu=True, disable_tqdm=True,
-                        output_dir=workdir, disable_model_save=True)
-    scores, self_scores, build, query, sign_note = kronfluence_scores(analyzer, Rows(rows), Rows(test_rows), strategy,
-                                                                      need_self, reference)
-    return MethodOutput("Kronfluence", scores, self_scores, "self-influence (EK-FAC)", build, query,
-                        factor_bytes / len(rows),
-                        ["kronfluence 1.0.1 EK-FAC, tracked: every LoRA A/B (28 modules x 2)", sign_note,
-                         "stores no per-row features: every query batch recomputes all training gradients"])
+    return kronfluence_output(model, LmTask(), Rows(rows), Rows(test_rows), analysis="lm", strategy=strategy,
+                              weight_shapes=shapes, tracked="every LoRA A/B (28 modules x 2)", need_self=need_self,
+                              reference=reference, workdir=workdir)
 
 
 def _dattri_lm_task(trained: Trained, checkpoints: Sequence[dict[str, torch.Tensor]]):  # type: ignore[no-untyped-def]
