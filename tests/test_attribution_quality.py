@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.attribution import metrics  # noqa: E402
-from provenant.attribution.aggregate import ANSWER_RULE, ContributionMeta, aggregate  # noqa: E402
+from provenant.attribution.aggregate import ANSWER_RULE, ContributionMeta, aggregate, row_credit  # noqa: E402
 from provenant.attribution.index import IndexSettings, index_from_projected, score_projected  # noqa: E402
 from provenant.attribution.valuation import value_from_scores  # noqa: E402
 
@@ -116,3 +116,5 @@ def test_settlement_scores_a_classifier_call_by_the_receipts_rule() -> None:
         assert published.get(int(cid), 0.0) == pytest.approx(positive, rel=1e-12)
     paid = max(published, key=published.get)
     assert receipt.contributions[0].key == str(paid)
+    with pytest.raises(ValueError, match="rule must be one of"):
+        row_credit(scores, "largest")

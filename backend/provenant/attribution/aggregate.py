@@ -37,6 +37,16 @@ RULES = ("supporting", "signed")
 ANSWER_RULE = "supporting"  # per-answer credit rule (see the module docstring)
 
 
+def row_credit(example_scores: np.ndarray, rule: str = ANSWER_RULE) -> np.ndarray:
+    """Each example's credit under `rule` (RULES): its positive part ("supporting") or itself ("signed").
+    Receipts (`aggregate`) and settlement's published call scores (`settlement.scores`) both call this,
+    so an answer's receipt and the epoch that pays it credit the same rows."""
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    scores = np.asarray(example_scores, dtype=np.float64)
+    return scores if rule == "signed" else np.maximum(scores, 0.0)
+
+
 @dataclass(frozen=True)
 class Share:
     key: str  # contribution id, contributor address or Datanet id, as text
@@ -87,12 +97,11 @@ def aggregate(
     """Sum example scores per contribution under `rule` (RULES), then per contributor and per Datanet."""
     if example_scores.shape != example_contributions.shape:
         raise ValueError("one score per training example is required")
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    credited = row_credit(example_scores, rule)  # checks the rule
     # Summation order is fixed (example order, then sorted keys), so the result is bit-identical
     # run to run. Each key's score is its signed sum; shares are taken of its credit under `rule`.
     signed = _sum_by(example_scores, example_contributions)
-    credit = signed if rule == "signed" else _sum_by(np.maximum(example_scores, 0.0), example_contributions)
+    credit = signed if rule == "signed" else _sum_by(credited, example_contributions)
 
     def roll_up(per_contribution: dict[int, float], key_of: Callable[[int], str]) -> dict[str, float]:
         totals: dict[str, float] = defaultdict(float)

@@ -34,6 +34,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from provenant.attribution.aggregate import ANSWER_RULE, row_credit
+
 PPM = 1_000_000
 RTOL = 1e-4
 ATOL = 1e-12
@@ -89,7 +91,7 @@ def contribution_scores(example_scores: np.ndarray, positions: np.ndarray, contr
                         ) -> dict[int, float]:
     """Per contribution, the sum of its examples' positive scores (the receipts' "supporting" rule;
     fixed order: bincount); contributions with a positive sum only."""
-    sums = np.bincount(positions, weights=np.maximum(example_scores, 0.0), minlength=len(contribution_ids))
+    sums = np.bincount(positions, weights=row_credit(example_scores, ANSWER_RULE), minlength=len(contribution_ids))
     return {int(contribution_ids[i]): float(sums[i]) for i in np.flatnonzero(sums > 0)}
 
 
