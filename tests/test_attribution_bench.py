@@ -106,6 +106,10 @@ def test_harness_runs_end_to_end_on_a_tiny_config() -> None:
     # the Sybil gain averages two training seeds of each world, and says what each pair gave
     per_seed = [n for n in by_name["ours"].notes if n.startswith("Sybil gain per training seed: ")]
     assert len(per_seed) == 1 and per_seed[0].count("%") == 2, by_name["ours"].notes
+    # Every model trains each distinct row once, as the Factory does: the Sybil's verbatim copy trains
+    # nothing, so both worlds are one model and no method pays the copy anything
+    assert result.extra["training rows"].startswith("each distinct row once")
+    assert all(abs(m.sybil_gain) < 1e-9 for m in result.methods), [(m.name, m.sybil_gain) for m in result.methods]
     assert "ours_10k_ms" in backend.latency and backend.latency["ours_10k_ms"] > 0
     text = report.section([result], "test", 1, "2026-11-26", [])
     assert "| ours |" in text and "| target |" in text and "LOO Spearman" in text

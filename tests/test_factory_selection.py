@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from provenant.factory.selection import Candidate, SelectionError, SelectionFilters, plan_selection, summarize
+from provenant.factory.selection import (Candidate, SelectionError, SelectionFilters, plan_selection, row_key,
+                                         summarize)
 from rows_support import write_jsonl
 
 ALICE, BOB, CAROL = "0x" + "a" * 40, "0x" + "b" * 40, "0x" + "c" * 40
@@ -28,8 +29,9 @@ def _plan(**filters: object) -> dict:
 def test_no_filters_train_every_row_once() -> None:
     plans = _plan()
     assert all(p.all_rows and p.held_out == () for p in plans.values())
-    assert summarize(list(plans.values())) == {"1": {"contributions": 2, "train_rows": 20, "held_out_rows": 0},
-                                               "2": {"contributions": 2, "train_rows": 10, "held_out_rows": 0}}
+    assert summarize(list(plans.values())) == {
+        "1": {"contributions": 2, "train_rows": 20, "held_out_rows": 0, "repeated_rows": 0},
+        "2": {"contributions": 2, "train_rows": 10, "held_out_rows": 0, "repeated_rows": 0}}
 
 
 def test_the_plan_is_deterministic_in_the_seed_and_changes_with_it() -> None:
@@ -93,6 +95,48 @@ def test_filters_that_leave_nothing_or_name_other_datanets_are_refused() -> None
 def test_filters_round_trip_through_json() -> None:
     filters = SelectionFilters(contributors=(ALICE,), from_time=5, max_rows={2: 3}, weights={1: 1.5}, held_out=0.2)
     assert SelectionFilters.from_dict(json.loads(json.dumps(filters.to_dict()))) == filters
+    assert SelectionFilters.from_dict(SelectionFilters(dedup=False).to_dict()) == SelectionFilters(dedup=False)
+    older = {k: v for k, v in SelectionFilters().to_dict().items() if k != "dedup"}
+    assert SelectionFilters.from_dict(older).dedup is False  # frozen before the step: its rows trained as they came
+
+
+def _keyed(cid: int, datanet: int, who: str, rows: list[dict], block: int) -> Candidate:
+    return Candidate(cid, datanet, who, rows=len(rows), block_number=block, timestamp=block * 12,
+                     row_keys=tuple(row_key(r) for r in rows))
+
+
+def test_row_keys_fold_case_and_spacing_for_classification_but_not_for_causal_rows() -> None:
+    assert row_key({"text": "Refund  please", "label": "billing"}) == row_key({"text": "refund please", "label": "billing"})
+    assert row_key({"text": "refund please", "label": "billing"}) != row_key({"text": "refund please", "label": "other"})
+    assert row_key({"prompt": "Q", "completion": " A"}) != row_key({"prompt": "q", "completion": " A"})
+    assert row_key({"prompt": "Q", "completion": " A"}) != row_key({"prompt": "Q", "completion": "A"})
+    assert row_key({"text": "a note"}) == row_key({"prompt": "", "completion": "a note"})  # trains the same
+
+
+def test_each_distinct_row_trains_once_and_the_earliest_copy_is_the_one() -> None:
+    own = [{"text": f"row {i}", "label": "a"} for i in range(6)]
+    copy = [{"text": "ROW 1", "label": "a"}, {"text": "row 2", "label": "b"}, {"text": "row 4", "label": "a"}]
+    candidates = [_keyed(1, 1, ALICE, own, 10), _keyed(2, 1, BOB, copy, 11),  # bob copies two of alice's rows
+                  _keyed(3, 2, CAROL, copy[:1] + own[5:] + own[5:], 12)]  # and carol, in another Datanet, twice
+    plans = {p.contribution_id: p for p in plan_selection(candidates, SelectionFilters(), seed=3)}
+    assert plans[1].all_rows and plans[1].repeats == ()
+    assert (plans[2].train, plans[2].repeats) == ((1,), (0, 2))  # "row 2" labelled b is another row
+    assert (plans[3].train, plans[3].repeats) == ((), (0, 1, 2))
+    assert summarize(list(plans.values()))["2"] == {"contributions": 0, "train_rows": 0, "held_out_rows": 0,
+                                                    "repeated_rows": 3}
+    # Repeats leave before the split: no held-out row is the same row as one that trains.
+    split = plan_selection(candidates, SelectionFilters(held_out=0.5), seed=3)
+    trained = {row_key((own, copy, copy[:1] + own[5:] * 2)[p.contribution_id - 1][i]) for p in split for i in p.train}
+    held = {row_key((own, copy, copy[:1] + own[5:] * 2)[p.contribution_id - 1][i]) for p in split for i in p.held_out}
+    assert trained and held and not trained & held
+    # The earliest copy among the contributions that pass the filters trains: without alice, bob's rows do.
+    without_alice = {p.contribution_id: p for p in plan_selection(candidates, SelectionFilters(
+        exclude_contributors=(ALICE,)), seed=3)}
+    assert without_alice[2].all_rows and without_alice[3].train == (1,)
+    kept = {p.contribution_id: p for p in plan_selection(candidates, SelectionFilters(dedup=False), seed=3)}
+    assert all(p.all_rows and not p.repeats for p in kept.values())
+    with pytest.raises(SelectionError, match="2 row keys for 6 rows"):
+        plan_selection([Candidate(1, 1, ALICE, 6, 10, 120, row_keys=("a", "b"))], SelectionFilters(), seed=3)
 
 
 # -- on a real chain: an LM trained end to end through `provenant train`, then `verify model` ---------------
@@ -116,10 +160,12 @@ def lm_datanets(chain, deployed, tmp_path: Path):  # type: ignore[no-untyped-def
         ids[f"text-{who}"] = service.contribute(account, text, write_jsonl(tmp_path / f"t-{who}.jsonl", rows)).contribution_id
         chain.w3.provider.make_request("evm_increaseTime", [100])  # bob's contributions come 100 s later
     spam = service.contribute(bob, text, write_jsonl(tmp_path / "spam.jsonl", [{"text": "buy now"}])).contribution_id
-    service.approve(curator, qa, [ids["qa-alice"], ids["qa-bob"]])
+    copied = [{"prompt": f"alice asks {i}?", "completion": f" answer {i}"} for i in range(3)]
+    copy = service.contribute(dev_accounts()[6], qa, write_jsonl(tmp_path / "copy.jsonl", copied)).contribution_id
+    service.approve(curator, qa, [ids["qa-alice"], ids["qa-bob"], copy])
     service.approve(curator, text, [ids["text-alice"], ids["text-bob"]])
     service.reject(curator, spam, RejectReason.SPAM)
-    return {"home": home, "service": service, "qa": qa, "text": text, "ids": ids, "spam": spam,
+    return {"home": home, "service": service, "qa": qa, "text": text, "ids": ids, "spam": spam, "copy": copy,
             "alice": alice, "bob": bob}
 
 
@@ -131,19 +177,23 @@ def test_select_applies_date_filters_from_the_chain_and_refuses_mixed_tasks(chai
     d = lm_datanets
     factory = ModelFactory(chain, deployed, d["service"].store, d["service"])
     every = factory.select((d["qa"], d["text"]))
-    assert every.task == "causal-lm" and [r.contribution_id for r in every.records] == sorted(d["ids"].values())
+    everyone = sorted([*d["ids"].values(), d["copy"]])
+    assert every.task == "causal-lm" and [r.contribution_id for r in every.records] == everyone
+    assert (every.plans[d["copy"]].train, every.plans[d["copy"]].repeats) == ((), (0, 1, 2))  # alice's rows, again
+    assert d["copy"] not in {e.contribution_id for e in every.lineage()}
+    assert every.plans[d["ids"]["qa-alice"]].all_rows
     second = d["service"].contribution(d["ids"]["text-alice"])
     logs = deployed.datanets.events.ContributionSubmitted.get_logs(from_block=deployed.manifest.block_number)
     block = next(int(log["blockNumber"]) for log in logs if log["args"]["contributionId"] == second.contribution_id)
     later = factory.select((d["qa"], d["text"]), filters=SelectionFilters(from_block=block))
-    assert [r.contribution_id for r in later.records] == [i for i in sorted(d["ids"].values())
-                                                          if i >= second.contribution_id]
+    assert [r.contribution_id for r in later.records] == [i for i in everyone if i >= second.contribution_id]
     bob_block = next(int(log["blockNumber"]) for log in logs if log["args"]["contributionId"] == d["ids"]["qa-bob"])
     stamp = int(chain.w3.eth.get_block(bob_block)["timestamp"])
     by_time = factory.select((d["qa"], d["text"]), filters=SelectionFilters(to_time=stamp - 1))
     assert [r.contribution_id for r in by_time.records] == [d["ids"]["qa-alice"], d["ids"]["text-alice"]]
     by_time = factory.select((d["qa"], d["text"]), filters=SelectionFilters(from_time=stamp))
-    assert [r.contribution_id for r in by_time.records] == [d["ids"]["qa-bob"], d["ids"]["text-bob"]]
+    assert [r.contribution_id for r in by_time.records] == [d["ids"]["qa-bob"], d["ids"]["text-bob"], d["copy"]]
+    assert by_time.plans[d["copy"]].all_rows  # alice is filtered out, so her rows' copies are the first ones
     classes = d["service"].create(dev_accounts()[2], {"name": "c", "task": "classification", "labels": ["a", "b"]})
     with pytest.raises(SelectionError, match="classification and causal-LM"):
         factory.task_of((d["qa"], classes))
@@ -190,6 +240,9 @@ def test_provenant_train_makes_a_filtered_lm_that_verifies(anvil, chain, deploye
     per = manifest.metrics["per_datanet"]
     assert set(per) == {str(d["qa"]), str(d["text"])} and all(m["eval_loss"] > 0 for m in per.values())
     assert per[str(d["qa"])]["train_rows"] == len(qa_entry.row_indices)
+    copy = next(c for c in frozen["contributions"] if c["contribution_id"] == d["copy"])
+    assert (copy["train"], copy["held_out"], copy["repeats"]) == ([], [], [0, 1, 2])  # carol's copy trains nothing
+    assert per[str(d["qa"])]["repeated_rows"] == 3
 
     verdict = verify_model(chain, deployed, store, 1)
     assert verdict.ok, verdict.reasons
@@ -205,6 +258,11 @@ def test_provenant_train_makes_a_filtered_lm_that_verifies(anvil, chain, deploye
     reseeded = {**manifest.selection, "cid": store.put(json.dumps(doc).encode())}
     assert any("select other rows than recorded" in p
                for p in selection_problems(chain, deployed, store, replace(manifest, selection=reseeded)))
+    trained_copy = {**frozen, "contributions": [{**c, "train": c["repeats"], "repeats": []} if c is copy else c
+                                                for c in frozen["contributions"]]}
+    claimed = {**manifest.selection, "cid": store.put(json.dumps(trained_copy).encode())}
+    assert any(f"contribution {d['copy']}: the published filters and seed select other rows" in p
+               for p in selection_problems(chain, deployed, store, replace(manifest, selection=claimed)))
     out = CliRunner().invoke(app, ["verify", "model", "1", *common])
     assert out.exit_code == 0 and "VERIFIED" in out.output
     adapter = store.get(record.adapter_cid)

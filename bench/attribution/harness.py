@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from bench.attribution import metrics
 from bench.attribution.methods import MethodOutput
 from bench.attribution.tasks import BULK_CONTRIBUTOR, CONTRIBUTORS, SYBIL, Row, Task
 from provenant.attribution.aggregate import ANSWER_RULE
+from provenant.factory.selection import row_key
 
 
 @dataclass
@@ -102,14 +103,43 @@ def _run_method(name: str, runner: Callable[[Trained, Sequence[Row], bool], Meth
     return out
 
 
-def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, sybil_seeds: int = 1) -> TaskResult:
+def row_heads(task: Task) -> np.ndarray:
+    """For each training row, the position of the earliest row that is the same training row
+    (`selection.row_key`, as the Factory decides it; rows are in contribution order)."""
+    first: dict[str, int] = {}
+    heads = []
+    for i, row in enumerate(task.train):
+        fields = {"text": row.text, "label": row.label} if task.kind == "classification" else \
+            {"prompt": row.text, "completion": row.label}
+        heads.append(first.setdefault(row_key(fields), i))
+    return np.asarray(heads, dtype=np.int64)
+
+
+def distinct_rows(heads: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+    """The rows among `ids` that the Factory trains: each distinct row once, its earliest copy there."""
+    kept, seen = [], set()
+    for i in sorted(int(i) for i in ids):
+        if heads[i] not in seen:
+            seen.add(heads[i])
+            kept.append(i)
+    return np.asarray(kept, dtype=np.int64)
+
+
+def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, sybil_seeds: int = 1,
+             dedup: bool = True) -> TaskResult:
     """sybil_seeds: training seeds over which the Sybil gain's payouts are averaged, in both worlds.
     One retrained pair measures the training run's randomness as much as the method: on four tuning
-    draws of the classification task one pair gave ours -6.0%, +5.1%, -2.6% and +9.4%."""
+    draws of the classification task one pair gave ours -6.0%, +5.1%, -2.6% and +9.4%.
+    dedup: every model trains each distinct row once, as the Factory does (`selection.plan_selection`
+    step 2); False trains every row as given (the benchmark before that step)."""
+    heads = row_heads(task) if dedup else np.arange(len(task.train))
+    train_rows = backend.train
+    backend = replace(backend, train=lambda ids, s: train_rows(distinct_rows(heads, ids), s))
     all_ids = np.arange(len(task.train))
     log(f"{task.name}: training the full model on {len(all_ids)} rows")
     full = backend.train(all_ids, 0)
-    log(f"{task.name}: trained in {full.seconds:.1f}s, test accuracy {full.test_correct.mean():.3f}")
+    log(f"{task.name}: trained in {full.seconds:.1f}s on {len(full.ids)} distinct rows, "
+        f"test accuracy {full.test_correct.mean():.3f}")
 
     outputs: dict[str, MethodOutput | str] = {}
     for name, runner in backend.methods.items():
@@ -150,8 +180,11 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
                 world.runs_once[name] = _run_method(name, runner, once_only, task, need_self=False)
         worlds.append(world)
 
-    train_contributors = [r.contributor for r in task.train]
-    flipped = [r.flipped for r in task.train]
+    # The full model's method outputs score the rows it trained (full.ids), in that order.
+    train_contributors = [task.train[i].contributor for i in full.ids]
+    flipped = [task.train[i].flipped for i in full.ids]
+    # A subset "holds" a trained row when it holds any copy of it: the subset's model trains that copy.
+    holds = [np.stack([mask[heads == heads[i]].any() for i in full.ids]) for mask in subsets]
     test_skills = [r.skill for r in task.test]
     loo_share = metrics.shares(loo_delta)
     # top-1 is over the answers the model gets right; a model that gets none right (the random-init
@@ -173,12 +206,14 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
             build_over_training=out.build_seconds / full.seconds, query_ms=out.query_seconds * 1000,
             bytes_per_example=out.bytes_per_example, notes=list(out.notes))
         if subsets:
-            result.lds = metrics.lds(out.scores, subsets, np.stack(subset_losses))
+            result.lds = metrics.lds(out.scores, holds, np.stack(subset_losses))
         _sybil_gain(result, name, worlds, task, share)
         results.append(result)
     return TaskResult(task.name, len(task.train), len(task.test), full.seconds, float(full.test_correct.mean()),
                       float(full.test_losses.mean()), loo_delta, loo_share, len(subsets), results,
-                      {"Sybil worlds": f"{len(worlds)} training seed(s), payouts averaged over them"})
+                      {"Sybil worlds": f"{len(worlds)} training seed(s), payouts averaged over them",
+                       "training rows": (f"each distinct row once, as the Factory trains: {len(full.ids)} of "
+                                         f"{len(task.train)} rows" if dedup else "every row as given (--keep-repeats)")})
 
 
 def _sybil_gain(result: MethodResult, name: str, worlds: Sequence[SybilWorlds], task: Task,
@@ -187,7 +222,6 @@ def _sybil_gain(result: MethodResult, name: str, worlds: Sequence[SybilWorlds], 
     per-answer rule), right or wrong, over the same test rows in the world with the copy and in the one
     without it (counting only answered rows would pay the copy for making its skill learnt better, not
     for its attribution). Shares are averaged over the training seeds of each world first."""
-    train_contributors = [r.contributor for r in task.train]
     every_call = np.ones(len(task.test), dtype=bool)
     paid, paid_once, per_seed = [], [], []
     for world in worlds:
@@ -196,6 +230,7 @@ def _sybil_gain(result: MethodResult, name: str, worlds: Sequence[SybilWorlds], 
             failed = here if isinstance(here, str) else there
             result.notes.append(f"no Sybil gain: {failed}")
             return
+        train_contributors = [task.train[i].contributor for i in world.with_copy.ids]
         once_contributors = [task.train[i].contributor for i in world.once.ids]
         paid.append(metrics.payout_shares(here.scores, train_contributors, CONTRIBUTORS, every_call, ANSWER_RULE))
         paid_once.append(metrics.payout_shares(there.scores, once_contributors, CONTRIBUTORS, every_call,

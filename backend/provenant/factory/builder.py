@@ -28,7 +28,7 @@ from provenant.datanets.validation import rows_hash
 from provenant.factory.evaluation import per_datanet_metrics
 from provenant.factory.lineage import LineageEntry, Manifest, config_hash, lineage_root, sha256_0x
 from provenant.factory.selection import (Candidate, ContributionPlan, SelectionError, SelectionFilters,
-                                         plan_selection, summarize)
+                                         plan_selection, row_key, summarize)
 from provenant.factory.replicas import ReplicaFinished
 from provenant.factory.train import Checkpoints, Example, LoraSettings, fit_classifier
 from provenant.serving.lora import CAUSAL_TASK
@@ -83,6 +83,10 @@ class Selection:
         plan = self.plans.get(record.contribution_id)
         return () if plan is None else plan.held_out
 
+    def _repeated_indices(self, record: ContributionRecord) -> tuple[int, ...]:
+        plan = self.plans.get(record.contribution_id)
+        return () if plan is None else plan.repeats
+
     def _rows(self, held_out: bool) -> list[tuple[ContributionRecord, int, dict[str, Any]]]:
         out = []
         for record in self.records:
@@ -132,7 +136,8 @@ class Selection:
                 "contributions": [{"contribution_id": r.contribution_id, "datanet_id": r.datanet_id,
                                    "contributor": r.contributor, "cid": r.cid, "content_hash": r.content_hash,
                                    "rows": len(self.rows[r.contribution_id]),
-                                   "train": list(self._train_indices(r)), "held_out": list(self._held_indices(r))}
+                                   "train": list(self._train_indices(r)), "held_out": list(self._held_indices(r)),
+                                   "repeats": list(self._repeated_indices(r))}
                                   for r in self.records]}
 
 
@@ -204,11 +209,13 @@ class ModelFactory:
             raise ValueError(f"Datanets {list(datanet_ids)} have no approved contributions to train on")
         task = self.task_of(tuple(datanet_ids))
         rows = {r.contribution_id: self.datanets.load_rows(r) for r in records}
-        if filters.is_default:
+        keys = {cid: tuple(row_key(row) for row in file_rows) for cid, file_rows in rows.items()}
+        repeated = sum(map(len, keys.values())) > len({k for ks in keys.values() for k in ks})
+        if filters.is_default and not repeated:
             return Selection(records=records, rows=rows, task=task, filters=filters, seed=seed)
         blocks = self._submission_blocks(records, need_time=filters.from_time is not None or filters.to_time is not None)
         candidates = [Candidate(r.contribution_id, r.datanet_id, r.contributor, len(rows[r.contribution_id]),
-                                *blocks[r.contribution_id]) for r in records]
+                                *blocks[r.contribution_id], row_keys=keys[r.contribution_id]) for r in records]
         plans = {p.contribution_id: p for p in plan_selection(candidates, filters, seed)}
         kept = tuple(r for r in records if r.contribution_id in plans)
         return Selection(records=kept, rows={r.contribution_id: rows[r.contribution_id] for r in kept}, plans=plans,
@@ -251,7 +258,8 @@ class ModelFactory:
             records.append(record)
             rows[record.contribution_id] = self.datanets.load_rows(record)
             plans[record.contribution_id] = ContributionPlan(record.contribution_id, record.datanet_id,
-                                                             tuple(c["train"]), tuple(c["held_out"]), c["rows"])
+                                                             tuple(c["train"]), tuple(c["held_out"]), c["rows"],
+                                                             tuple(c.get("repeats", ())))
         filters = SelectionFilters.from_dict(doc["filters"])
         return Selection(records=tuple(records), rows=rows, plans=plans, task=doc["task"], filters=filters,
                          seed=int(doc["seed"]))

@@ -52,6 +52,8 @@ def train(name: str, datanets: Annotated[str, typer.Option(help="comma-separated
           max_rows: Annotated[Optional[list[str]], typer.Option(help="DATANET=N row cap (repeatable)")] = None,
           weight: Annotated[Optional[list[str]], typer.Option(help="DATANET=W sampling weight (repeatable)")] = None,
           held_out: Annotated[float, typer.Option(help="fraction of each Datanet held out for evaluation")] = 0.1,
+          keep_repeats: Annotated[bool, typer.Option(help="train a row as often as it was submitted (default: each "
+                                                          "distinct row once, its earliest copy)")] = False,
           parent: Annotated[int, typer.Option(help="register as a new version of this model id (yours)")] = 0,
           quantize_base: Annotated[str, typer.Option(help="none, or nf4: QLoRA over a 4-bit base (causal LMs; "
                                                          "needs a CUDA GPU and bitsandbytes)")] = "none",
@@ -79,7 +81,7 @@ def train(name: str, datanets: Annotated[str, typer.Option(help="comma-separated
                                from_block=from_block, to_block=to_block, from_time=from_time, to_time=to_time,
                                max_rows=_per_datanet(max_rows or [], "--max-rows", int),  # type: ignore[arg-type]
                                weights=_per_datanet(weight or [], "--weight", float),  # type: ignore[arg-type]
-                               held_out=held_out)
+                               held_out=held_out, dedup=not keep_repeats)
     session = open_session(rpc_url, home)
     signer = signer_for(session, key_env, keystore, dev_account)
     contracts, store = session.contracts, session.store

@@ -4,19 +4,22 @@ and the manifest must tell one story.
 `verify model` already recomputes every lineage leaf from the content store (the rows hash of
 exactly the recorded row indices). This adds what the leaves alone cannot show: that the recorded
 training rows and held-out rows are the ones the published filters and seed select from the
-approved contributions (`plan_selection` rerun on the chain's data), and that no held-out row
-trained. Light on purpose (no torch), so that a verifier can import it.
+approved contributions (`plan_selection` rerun on the chain's data and, for the rows dropped as
+repeats, on the rows' keys from the content store), and that no held-out row trained. Light on
+purpose (no torch), so that a verifier can import it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts
 from provenant.factory.lineage import Manifest
-from provenant.factory.selection import Candidate, SelectionError, SelectionFilters, plan_selection
+from provenant.datanets.service import DatanetService
+from provenant.factory.selection import Candidate, SelectionFilters, plan_selection, row_key
 from provenant.store.blockstore import ContentStore
 
 
@@ -46,8 +49,8 @@ def selection_problems(client: ChainClient, contracts: Contracts, store: Content
     held = {str(k): v["held_out"] for k, v in frozen.items() if v["held_out"]}
     if held != manifest.selection.get("held_out", {}):
         problems.append("held-out rows in the manifest differ from the frozen selection")
-    if filters.is_default or problems:
-        return problems
+    if problems or (filters.is_default and not any(c.get("repeats") for c in frozen.values())):
+        return problems  # nothing dropped and no filter: the leaves' "every row" already says it all
     blocks: dict[int, tuple[int, int]] = {}
     for datanet_id in sorted({c["datanet_id"] for c in frozen.values()}):
         logs = contracts.datanets.events.ContributionSubmitted.get_logs(
@@ -56,13 +59,30 @@ def selection_problems(client: ChainClient, contracts: Contracts, store: Content
             block = int(log["blockNumber"])
             blocks[int(log["args"]["contributionId"])] = (block, int(client.w3.eth.get_block(block)["timestamp"]))
     try:
+        keys = _row_keys(client, contracts, store, frozen.values()) if filters.dedup else {}
         candidates = [Candidate(c["contribution_id"], c["datanet_id"], c["contributor"], c["rows"],
-                                *blocks[c["contribution_id"]]) for c in frozen.values()]
+                                *blocks[c["contribution_id"]], row_keys=keys.get(c["contribution_id"], ()))
+                      for c in frozen.values()]
         replanned = {p.contribution_id: p for p in plan_selection(candidates, filters, int(doc["seed"]))}
-    except (KeyError, SelectionError) as exc:
+    except (KeyError, ValueError) as exc:  # SelectionError is a ValueError, as is unreadable content
         return [f"the frozen selection cannot be replanned from the chain: {exc}"]
     for cid_, c in sorted(frozen.items()):
         plan = replanned.get(cid_)
-        if plan is None or list(plan.train) != c["train"] or list(plan.held_out) != c["held_out"]:
+        if plan is None or (list(plan.train), list(plan.held_out), list(plan.repeats)) != (
+                c["train"], c["held_out"], c.get("repeats", [])):
             problems.append(f"contribution {cid_}: the published filters and seed select other rows than recorded")
     return problems
+
+
+def _row_keys(client: ChainClient, contracts: Contracts, store: ContentStore,
+              frozen: Iterable[dict[str, Any]]) -> dict[int, tuple[str, ...]]:
+    """Contribution id -> the key of each of its rows, from the content store (integrity-checked
+    against the chain's hash); a contribution whose content differs from the frozen one raises."""
+    datanets = DatanetService(client, contracts, store)
+    keys: dict[int, tuple[str, ...]] = {}
+    for c in frozen:
+        record = datanets.contribution(c["contribution_id"])
+        if (record.cid, record.content_hash) != (c["cid"], c["content_hash"]):
+            raise ValueError(f"contribution {record.contribution_id} on chain differs from the frozen selection")
+        keys[record.contribution_id] = tuple(row_key(row) for row in datanets.load_rows(record))
+    return keys
