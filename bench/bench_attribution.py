@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sybil-seeds", type=int, default=3,
                         help="training seeds of the two Sybil worlds (with the copy / submitted once) whose payouts "
                              "are averaged for the Sybil gain (default 3; 1: the single retrained pair)")
+    parser.add_argument("--loo-seeds", type=int, default=3,
+                        help="training seeds each leave-one-out test-loss change is averaged over (default 3)")
     parser.add_argument("--keep-repeats", action="store_true",
                         help="train repeated rows as often as they occur (the benchmark before the Factory's dedup step)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to bench/RESULTS.md")
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         arms = [(a.split(":")[0], float(a.split(":")[1])) for a in args.design_arms]
         backend = ClsBackend(task, ClsConfig(), peers, arms)
         result = run_task(task, backend.backend(), lds_retrains=lds, sybil_seeds=args.sybil_seeds,
-                          dedup=not args.keep_repeats)
+                          dedup=not args.keep_repeats, loo_seeds=args.loo_seeds)
         result.extra.update({f"ours per-answer latency at 10,000 training rows ({k})": f"{v:.1f} ms"
                              for k, v in backend.latency.items()})
         results.append(result)
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
         backend = LmBackend(task, LmConfig(LmSettings(pretrain_steps=args.lm_pretrain_steps)), peers)
         result = run_task(task, backend.backend(), lds_retrains=args.lds or 0, sybil_seeds=args.sybil_seeds,
-                          dedup=not args.keep_repeats)
+                          dedup=not args.keep_repeats, loo_seeds=args.loo_seeds)
         result.extra.update({f"per-skill test loss / exact match ({e['model']})":
                              ", ".join(f"{k} {v[0]:.3f} / {v[1]:.2f}" for k, v in e.items() if k != "model")
                              for e in backend.per_skill[:2]})

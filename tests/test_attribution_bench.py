@@ -51,6 +51,8 @@ def test_metrics_on_known_answers() -> None:
     assert values == {"a": 0.0, "b": 2.0}
     assert metrics.shares({"a": -1.0, "b": 3.0, "c": 1.0}) == {"a": 0.0, "b": 0.75, "c": 0.25}
     assert metrics.sybil_gain({"bob": 0.3, "mallory": 0.3}, {"bob": 0.5}) == pytest.approx(0.2)
+    assert metrics.sybil_gain({"bob": 0.0}, {"bob": 0.0}) == 0.0  # paid nothing either way: no gain
+    assert metrics.sybil_gain({"mallory": 0.1}, {"bob": 0.0}) == float("inf")
     assert metrics.mean_shares([{"bob": 0.2, "mallory": 0.1}, {"bob": 0.4}]) == pytest.approx({"bob": 0.3, "mallory": 0.05})
     # LDS is 1 when the summed scores order the subsets exactly as their losses do
     masks = [np.array([1, 0, 0], bool), np.array([1, 1, 0], bool), np.array([1, 1, 1], bool)]
@@ -89,7 +91,7 @@ def test_harness_runs_end_to_end_on_a_tiny_config() -> None:
     backend = ClsBackend(task, config)
     runners = backend.backend()
     runners.methods = {k: runners.methods[k] for k in ("ours", "grad-dot", "TF-IDF")}
-    result = run_task(task, runners, lds_retrains=3, sybil_seeds=2)
+    result = run_task(task, runners, lds_retrains=3, sybil_seeds=2, loo_seeds=2)
 
     assert [m.name for m in result.methods] == ["ours", "grad-dot", "TF-IDF"]
     assert set(result.loo_delta) == set(CONTRIBUTORS) and result.lds_retrains == 3
@@ -109,6 +111,8 @@ def test_harness_runs_end_to_end_on_a_tiny_config() -> None:
     # Every model trains each distinct row once, as the Factory does: the Sybil's verbatim copy trains
     # nothing, so both worlds are one model and no method pays the copy anything
     assert result.extra["training rows"].startswith("each distinct row once")
+    assert result.loo_delta["mallory"] == 0.0  # removing the copy leaves the same distinct rows: the same models
+    assert result.extra["leave-one-out"] == "test-loss change averaged over 2 training seed(s)"
     assert all(abs(m.sybil_gain) < 1e-9 for m in result.methods), [(m.name, m.sybil_gain) for m in result.methods]
     assert "ours_10k_ms" in backend.latency and backend.latency["ours_10k_ms"] > 0
     text = report.section([result], "test", 1, "2026-11-26", [])

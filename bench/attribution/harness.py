@@ -126,12 +126,15 @@ def distinct_rows(heads: np.ndarray, ids: Sequence[int]) -> np.ndarray:
 
 
 def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, sybil_seeds: int = 1,
-             dedup: bool = True) -> TaskResult:
+             dedup: bool = True, loo_seeds: int = 1) -> TaskResult:
     """sybil_seeds: training seeds over which the Sybil gain's payouts are averaged, in both worlds.
     One retrained pair measures the training run's randomness as much as the method: on four tuning
     draws of the classification task one pair gave ours -6.0%, +5.1%, -2.6% and +9.4%.
     dedup: every model trains each distinct row once, as the Factory does (`selection.plan_selection`
-    step 2); False trains every row as given (the benchmark before that step)."""
+    step 2); False trains every row as given (the benchmark before that step).
+    loo_seeds: training seeds over which each contributor's leave-one-out change in test loss is
+    averaged (each seed against the full model of the same seed): one retrain's change is of the
+    order of the seed-to-seed noise for most contributors."""
     heads = row_heads(task) if dedup else np.arange(len(task.train))
     train_rows = backend.train
     backend = replace(backend, train=lambda ids, s: train_rows(distinct_rows(heads, ids), s))
@@ -145,15 +148,30 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
     for name, runner in backend.methods.items():
         outputs[name] = _run_method(name, runner, full, task, need_self=True)
 
+    # Models reused across the leave-one-out and Sybil retrains: each seed's full model, and any
+    # retrain whose distinct rows and seed are a full model's (removing a copy changes nothing).
+    reused: dict[tuple[tuple[int, ...], int], Trained] = {(tuple(full.ids.tolist()), 0): full}
+
+    def retrain(ids: Sequence[int], train_seed: int) -> Trained:
+        key = (tuple(distinct_rows(heads, ids).tolist()), train_seed)
+        if key not in reused:
+            reused[key] = backend.train(ids, train_seed)
+        return reused[key]
+
+    fulls = [retrain(all_ids, s) for s in range(max(loo_seeds, sybil_seeds))]
     loo_delta: dict[str, float] = {}
-    without_sybil: Trained | None = None
+    without_sybil: list[Trained] = []
     for contributor in CONTRIBUTORS:
         keep = np.array([i for i in all_ids if task.train[i].contributor != contributor])
-        trained = backend.train(keep, 0)
-        loo_delta[contributor] = float(trained.test_losses.mean() - full.test_losses.mean())
-        log(f"{task.name}: LOO {contributor}: delta test loss {loo_delta[contributor]:+.4f}")
+        runs = [retrain(keep, s) for s in range(loo_seeds)]
+        loo_delta[contributor] = float(np.mean([r.test_losses.mean() - f.test_losses.mean()
+                                                for r, f in zip(runs, fulls)]))
+        log(f"{task.name}: LOO {contributor}: delta test loss {loo_delta[contributor]:+.4f} "
+            f"(mean of {loo_seeds} training seed(s))")
         if contributor == SYBIL:
-            without_sybil = trained
+            without_sybil = runs
+        else:
+            reused = {k: v for k, v in reused.items() if k[0] == tuple(full.ids.tolist())}  # keep the full models only
 
     subsets, subset_losses = [], []
     rng = np.random.default_rng(seed + 7)
@@ -165,19 +183,21 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
         if (s + 1) % 10 == 0 or s + 1 == lds_retrains:
             log(f"{task.name}: LDS retrain {s + 1}/{lds_retrains}")
 
-    assert without_sybil is not None
-    # Sybil worlds: (with the copy, submitted once) per training seed; seed 0 reuses the models above
+    # Sybil worlds: (with the copy, submitted once) per training seed, from the models above where
+    # they exist; when the copy trains nothing (the Factory's dedup) the two worlds are one model.
     worlds: list[SybilWorlds] = []
     for train_seed in range(sybil_seeds):
-        with_copy = full if train_seed == 0 else backend.train(all_ids, train_seed)
-        once_only = without_sybil if train_seed == 0 else backend.train(without_sybil.ids, train_seed)
+        with_copy = fulls[train_seed]
+        once_only = without_sybil[train_seed] if train_seed < len(without_sybil) else \
+            retrain(without_sybil[0].ids, train_seed)
         log(f"{task.name}: methods on the Sybil worlds of training seed {train_seed}")
         world = SybilWorlds(with_copy, once_only, {}, {})
         for name, runner in backend.methods.items():
             if isinstance(outputs[name], MethodOutput):
                 world.runs_with_copy[name] = (outputs[name] if train_seed == 0
                                               else _run_method(name, runner, with_copy, task, need_self=False))
-                world.runs_once[name] = _run_method(name, runner, once_only, task, need_self=False)
+                world.runs_once[name] = (world.runs_with_copy[name] if once_only is with_copy
+                                         else _run_method(name, runner, once_only, task, need_self=False))
         worlds.append(world)
 
     # The full model's method outputs score the rows it trained (full.ids), in that order.
@@ -212,6 +232,7 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
     return TaskResult(task.name, len(task.train), len(task.test), full.seconds, float(full.test_correct.mean()),
                       float(full.test_losses.mean()), loo_delta, loo_share, len(subsets), results,
                       {"Sybil worlds": f"{len(worlds)} training seed(s), payouts averaged over them",
+                       "leave-one-out": f"test-loss change averaged over {loo_seeds} training seed(s)",
                        "training rows": (f"each distinct row once, as the Factory trains: {len(full.ids)} of "
                                          f"{len(task.train)} rows" if dedup else "every row as given (--keep-repeats)")})
 

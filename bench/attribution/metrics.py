@@ -97,7 +97,10 @@ def mean_shares(shares_per_run: Sequence[Mapping[str, float]]) -> dict[str, floa
 
 
 def sybil_gain(shares_with: Mapping[str, float], shares_without: Mapping[str, float]) -> float:
-    """(victim + Sybil share with the copy) / (victim share when the data is submitted once) - 1."""
+    """(victim + Sybil share with the copy) / (victim share when the data is submitted once) - 1;
+    nothing paid in either world is no gain, something paid only with the copy an infinite one."""
     once = shares_without.get(SYBIL_VICTIM, 0.0)
     twice = shares_with.get(SYBIL_VICTIM, 0.0) + shares_with.get(SYBIL, 0.0)
-    return float(twice / once - 1.0) if once > 0 else float("inf")
+    if once <= 0:
+        return 0.0 if twice <= 0 else float("inf")
+    return float(twice / once - 1.0)
