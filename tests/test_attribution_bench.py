@@ -97,7 +97,7 @@ def test_harness_runs_end_to_end_on_a_tiny_config() -> None:
     assert set(result.loo_delta) == set(CONTRIBUTORS) and result.lds_retrains == 3
     for m in result.methods:
         assert not m.error, m.error
-        for value in (m.auc, m.loo_spearman, m.lds, m.top1, m.sybil_gain, m.bulk_share, m.query_ms):
+        for value in (m.auc, m.loo_spearman, m.loo_spearman_owners, m.lds, m.top1, m.sybil_gain, m.bulk_share, m.query_ms):
             assert isinstance(value, float) and not math.isnan(value), (m.name, value)
         assert -1.0 <= m.loo_spearman <= 1.0 and -1.0 <= m.lds <= 1.0 and 0.0 <= m.top1 <= 1.0
         assert m.bytes_per_example > 0 and m.build_seconds >= 0
@@ -112,6 +112,7 @@ def test_harness_runs_end_to_end_on_a_tiny_config() -> None:
     # nothing, so both worlds are one model and no method pays the copy anything
     assert result.extra["training rows"].startswith("each distinct row once")
     assert result.loo_delta["mallory"] == 0.0  # removing the copy leaves the same distinct rows: the same models
+    assert "leave-one-out with bob and mallory removed together" in result.extra
     assert result.extra["leave-one-out"] == "test-loss change averaged over 2 training seed(s)"
     assert all(abs(m.sybil_gain) < 1e-9 for m in result.methods), [(m.name, m.sybil_gain) for m in result.methods]
     assert "ours_10k_ms" in backend.latency and backend.latency["ours_10k_ms"] > 0

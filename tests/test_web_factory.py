@@ -97,9 +97,9 @@ def test_a_filtered_tiny_llama_job_shows_live_progress_then_metrics_per_datanet(
     # OTHER left out; USER's 12 rows: int(0.25 x 12) = 3 held out, the other 9 capped to 8.
     assert row.get_attribute("data-train-rows") == "8" and row.get_attribute("data-held-out-rows") == "3"
     cells = [c.strip() for c in row.locator("td").all_inner_texts()]
-    assert cells[0].startswith(f"#{d}") and cells[1:4] == ["1", "8", "3"], cells
-    held_loss = float(cells[4])
-    assert held_loss > 0 and float(cells[5]) > 1.0  # perplexity of a causal LM
+    assert cells[0].startswith(f"#{d}") and cells[1:5] == ["1", "8", "3", "0"], cells
+    held_loss = float(cells[5])
+    assert held_loss > 0 and float(cells[6]) > 1.0  # perplexity of a causal LM
 
     job = json.loads(get(f"{stack.url}/v1/jobs/{job_id}"))
     assert job["filters"]["exclude_contributors"] == [OTHER.address.lower()] and job["filters"]["held_out"] == 0.25
@@ -190,8 +190,8 @@ def test_a_classifier_shows_held_out_accuracy_and_an_uncached_hub_id_fails_with_
     table = page.get_by_test_id("per-datanet")
     assert table.locator("th").all_inner_texts()[-1].strip() == "accuracy"
     cells = [c.strip() for c in page.get_by_test_id(f"per-datanet-{d}").locator("td").all_inner_texts()]
-    assert cells[1:4] == ["1", "9", "3"], cells
-    assert cells[5] == f"{metrics['eval_accuracy'] * 100:.1f} %" and abs(float(cells[4]) - metrics["eval_loss"]) < 1e-4
+    assert cells[1:5] == ["1", "9", "3", "0"], cells  # contributions, rows used, held out, repeats dropped
+    assert cells[6] == f"{metrics['eval_accuracy'] * 100:.1f} %" and abs(float(cells[5]) - metrics["eval_loss"]) < 1e-4
     page.screenshot(path=str(SHOTS / "factory-job-classifier-desktop.png"), full_page=True)
 
     # A typed Hugging Face id: sent as is; the server loads only from its local cache, and says so.

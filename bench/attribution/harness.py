@@ -17,7 +17,7 @@ import numpy as np
 
 from bench.attribution import metrics
 from bench.attribution.methods import MethodOutput
-from bench.attribution.tasks import BULK_CONTRIBUTOR, CONTRIBUTORS, SYBIL, Row, Task
+from bench.attribution.tasks import BULK_CONTRIBUTOR, CONTRIBUTORS, SYBIL, SYBIL_VICTIM, Row, Task
 from provenant.attribution.aggregate import ANSWER_RULE
 from provenant.factory.selection import row_key
 
@@ -58,6 +58,7 @@ class MethodResult:
     auc: float = float("nan")
     self_kind: str = ""
     loo_spearman: float = float("nan")
+    loo_spearman_owners: float = float("nan")  # the Sybil's copy counted as the victim's data (see run_task)
     top1: float = float("nan")  # under the product's per-answer credit rule (aggregate.ANSWER_RULE)
     top1_signed: float = float("nan")  # under a plain signed sum of row scores (the papers' convention)
     lds: float = float("nan")
@@ -173,6 +174,15 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
         else:
             reused = {k: v for k, v in reused.items() if k[0] == tuple(full.ids.tolist())}  # keep the full models only
 
+    # Leave one data owner out: the Sybil's rows are verbatim copies of the victim's, so removing
+    # either wallet alone leaves the other copy training (a change of ~0 for both, by construction).
+    # Removing the victim's data means removing both; values are compared the same way.
+    copied = np.array([i for i in all_ids if task.train[i].contributor not in (SYBIL, SYBIL_VICTIM)])
+    owner_delta = {c: d for c, d in loo_delta.items() if c not in (SYBIL, SYBIL_VICTIM)}
+    owner_delta[SYBIL_VICTIM] = float(np.mean([retrain(copied, s).test_losses.mean() - f.test_losses.mean()
+                                               for s, f in zip(range(loo_seeds), fulls)]))
+    log(f"{task.name}: LOO {SYBIL_VICTIM} and {SYBIL} together: delta test loss {owner_delta[SYBIL_VICTIM]:+.4f}")
+
     subsets, subset_losses = [], []
     rng = np.random.default_rng(seed + 7)
     for s in range(lds_retrains):
@@ -220,6 +230,7 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
         result = MethodResult(
             name, auc=metrics.mislabel_auc(out.self_scores, flipped), self_kind=out.self_kind,
             loo_spearman=metrics.loo_spearman(values, loo_delta),
+            loo_spearman_owners=metrics.loo_spearman(metrics.owner_values(values), owner_delta),
             top1=metrics.top1_accuracy(out.scores, train_contributors, test_skills, answered, ANSWER_RULE),
             top1_signed=metrics.top1_accuracy(out.scores, train_contributors, test_skills, answered, "signed"),
             bulk_share=share[BULK_CONTRIBUTOR], build_seconds=out.build_seconds,
@@ -233,6 +244,8 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
                       float(full.test_losses.mean()), loo_delta, loo_share, len(subsets), results,
                       {"Sybil worlds": f"{len(worlds)} training seed(s), payouts averaged over them",
                        "leave-one-out": f"test-loss change averaged over {loo_seeds} training seed(s)",
+                       f"leave-one-out with {SYBIL_VICTIM} and {SYBIL} removed together":
+                           f"{owner_delta[SYBIL_VICTIM]:+.4f}",
                        "training rows": (f"each distinct row once, as the Factory trains: {len(full.ids)} of "
                                          f"{len(task.train)} rows" if dedup else "every row as given (--keep-repeats)")})
 

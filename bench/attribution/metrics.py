@@ -35,6 +35,13 @@ def shares(values: Mapping[str, float]) -> dict[str, float]:
     return {k: (v / total if total > 0 else 0.0) for k, v in positive.items()}
 
 
+def owner_values(values: Mapping[str, float]) -> dict[str, float]:
+    """Contributor values with the Sybil's (verbatim copies) added to its victim's: per data owner."""
+    out = {k: v for k, v in values.items() if k != SYBIL}
+    out[SYBIL_VICTIM] = out.get(SYBIL_VICTIM, 0.0) + values.get(SYBIL, 0.0)
+    return out
+
+
 def loo_spearman(values: Mapping[str, float], loo_delta: Mapping[str, float]) -> float:
     """Spearman between attributed value and the true test-loss increase when the contributor is removed."""
     keys = sorted(loo_delta)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.attribution.harness import TaskResult
-from bench.attribution.tasks import BULK_CONTRIBUTOR
+from bench.attribution.tasks import BULK_CONTRIBUTOR, SYBIL_VICTIM
 
 TARGETS = {"auc": 0.95, "loo_spearman": 0.9, "top1": 0.95, "lds": 0.5, "sybil_gain": 0.05}
 QUALITY = ("auc", "loo_spearman", "top1", "lds")  # higher is better
@@ -61,6 +61,12 @@ def verdict(result: TaskResult) -> list[str]:
         status = "met" if mine >= target else f"missed by {target - mine:.3f}"
         lead = "ahead of" if best is None or mine > getattr(best, key) else "behind"
         out.append(f"- {key}: ours {_f(mine)} ({lead} {best_txt}); target {target}: {status}")
+    if not math.isnan(ours.loo_spearman_owners):
+        best = max(anchors, key=lambda m: -1e9 if math.isnan(m.loo_spearman_owners) else m.loo_spearman_owners,
+                   default=None)
+        out.append(f"- LOO Spearman over the data's owners (the Sybil's copy counted as {SYBIL_VICTIM}'s data, both "
+                   f"removed together): ours {_f(ours.loo_spearman_owners)} (best anchor "
+                   f"{best.name + ' ' + _f(best.loo_spearman_owners) if best else '—'})")
     if not math.isnan(ours.top1_signed):  # top-1 above sums the supporting rows (the product's rule)
         best = max(anchors, key=lambda m: -1e9 if math.isnan(m.top1_signed) else m.top1_signed, default=None)
         out.append(f"- top1 with a signed sum of row scores instead: ours {_f(ours.top1_signed)} (best anchor "

@@ -12,7 +12,7 @@ import type { Progress } from "./factory";
 
 /** Per Datanet (id as a string): the selection's counts, then the held-out metrics. */
 export type DatanetMetrics = {
-  contributions?: number; train_rows?: number; held_out_rows?: number;
+  contributions?: number; train_rows?: number; held_out_rows?: number; repeated_rows?: number;
   eval_loss?: number; eval_accuracy?: number; eval_perplexity?: number; eval_examples?: number;
 };
 
@@ -90,6 +90,7 @@ export function PerDatanetTable({ perDatanet, task, names }: { perDatanet: Recor
             <th scope="col">contributions</th>
             <th scope="col">rows used</th>
             <th scope="col">held-out rows</th>
+            <th scope="col" title="rows that repeat an earlier contribution's row: each distinct row trains once">repeats dropped</th>
             <th scope="col">held-out loss</th>
             <th scope="col">{classifier ? "accuracy" : "perplexity"}</th>
           </tr>
@@ -103,6 +104,7 @@ export function PerDatanetTable({ perDatanet, task, names }: { perDatanet: Recor
                 <td>{fmt(m.contributions)}</td>
                 <td>{fmt(m.train_rows)}</td>
                 <td>{fmt(m.held_out_rows)}</td>
+                <td>{fmt(m.repeated_rows)}</td>
                 <td>{m.held_out_rows ? fmt(m.eval_loss) : "no held-out rows"}</td>
                 <td>{classifier ? (typeof m.eval_accuracy === "number" ? `${(m.eval_accuracy * 100).toFixed(1)} %` : "—") : fmt(m.eval_perplexity, 2)}</td>
               </tr>
