@@ -260,9 +260,11 @@ def test_provenant_train_makes_a_filtered_lm_that_verifies(anvil, chain, deploye
                for p in selection_problems(chain, deployed, store, replace(manifest, selection=reseeded)))
     trained_copy = {**frozen, "contributions": [{**c, "train": c["repeats"], "repeats": []} if c is copy else c
                                                 for c in frozen["contributions"]]}
-    claimed = {**manifest.selection, "cid": store.put(json.dumps(trained_copy).encode())}
-    assert any(f"contribution {d['copy']}: the published filters and seed select other rows" in p
-               for p in selection_problems(chain, deployed, store, replace(manifest, selection=claimed)))
+    unfiltered = {**trained_copy, "filters": SelectionFilters().to_dict()}  # no filter at all, dedup on
+    for doc in (trained_copy, unfiltered):
+        claimed = {**manifest.selection, "cid": store.put(json.dumps(doc).encode())}
+        assert any(f"contribution {d['copy']}: the published filters and seed select other rows" in p
+                   for p in selection_problems(chain, deployed, store, replace(manifest, selection=claimed)))
     out = CliRunner().invoke(app, ["verify", "model", "1", *common])
     assert out.exit_code == 0 and "VERIFIED" in out.output
     adapter = store.get(record.adapter_cid)

@@ -20,7 +20,7 @@ from provenant.chain.deploy import Contracts
 from provenant.factory.lineage import Manifest
 from provenant.datanets.service import DatanetService
 from provenant.factory.selection import Candidate, SelectionFilters, plan_selection, row_key
-from provenant.store.blockstore import ContentStore
+from provenant.store.blockstore import ContentError, ContentStore
 
 
 def selection_problems(client: ChainClient, contracts: Contracts, store: ContentStore, manifest: Manifest) -> list[str]:
@@ -49,8 +49,8 @@ def selection_problems(client: ChainClient, contracts: Contracts, store: Content
     held = {str(k): v["held_out"] for k, v in frozen.items() if v["held_out"]}
     if held != manifest.selection.get("held_out", {}):
         problems.append("held-out rows in the manifest differ from the frozen selection")
-    if problems or (filters.is_default and not any(c.get("repeats") for c in frozen.values())):
-        return problems  # nothing dropped and no filter: the leaves' "every row" already says it all
+    if problems or filters == SelectionFilters(dedup=False):
+        return problems  # no filter and no dedup: the leaves' "every row" already says it all
     blocks: dict[int, tuple[int, int]] = {}
     for datanet_id in sorted({c["datanet_id"] for c in frozen.values()}):
         logs = contracts.datanets.events.ContributionSubmitted.get_logs(
@@ -84,5 +84,9 @@ def _row_keys(client: ChainClient, contracts: Contracts, store: ContentStore,
         record = datanets.contribution(c["contribution_id"])
         if (record.cid, record.content_hash) != (c["cid"], c["content_hash"]):
             raise ValueError(f"contribution {record.contribution_id} on chain differs from the frozen selection")
-        keys[record.contribution_id] = tuple(row_key(row) for row in datanets.load_rows(record))
+        try:
+            rows = datanets.load_rows(record)
+        except (ContentError, ValueError, OSError) as exc:  # missing or tampered: the replan cannot be made
+            raise ValueError(f"contribution {record.contribution_id}: content unreadable: {exc}") from exc
+        keys[record.contribution_id] = tuple(row_key(row) for row in rows)
     return keys
