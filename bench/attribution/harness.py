@@ -149,15 +149,16 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
     for name, runner in backend.methods.items():
         outputs[name] = _run_method(name, runner, full, task, need_self=True)
 
-    # Models reused across the leave-one-out and Sybil retrains: each seed's full model, and any
-    # retrain whose distinct rows and seed are a full model's (removing a copy changes nothing).
-    reused: dict[tuple[tuple[int, ...], int], Trained] = {(tuple(full.ids.tolist()), 0): full}
+    # Each seed's full model, reused by any retrain with the same distinct rows (removing a copy
+    # changes nothing the Factory trains, so that retrain would be the same model).
+    full_rows, fulls_by_seed = full.ids.tolist(), {0: full}
 
     def retrain(ids: Sequence[int], train_seed: int) -> Trained:
-        key = (tuple(distinct_rows(heads, ids).tolist()), train_seed)
-        if key not in reused:
-            reused[key] = backend.train(ids, train_seed)
-        return reused[key]
+        if distinct_rows(heads, ids).tolist() != full_rows:
+            return backend.train(ids, train_seed)
+        if train_seed not in fulls_by_seed:
+            fulls_by_seed[train_seed] = backend.train(ids, train_seed)
+        return fulls_by_seed[train_seed]
 
     fulls = [retrain(all_ids, s) for s in range(max(loo_seeds, sybil_seeds))]
     loo_delta: dict[str, float] = {}
@@ -171,8 +172,6 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
             f"(mean of {loo_seeds} training seed(s))")
         if contributor == SYBIL:
             without_sybil = runs
-        else:
-            reused = {k: v for k, v in reused.items() if k[0] == tuple(full.ids.tolist())}  # keep the full models only
 
     # Leave one data owner out: the Sybil's rows are verbatim copies of the victim's, so removing
     # either wallet alone leaves the other copy training (a change of ~0 for both, by construction).
