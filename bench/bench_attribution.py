@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from bench.attribution import report  # noqa: E402
 from bench.attribution.harness import TaskResult, log, run_task  # noqa: E402
-from bench.attribution.tasks import causal_task, classification_task  # noqa: E402
+from bench.attribution.tasks import SYBIL_EDITS, causal_task, classification_task  # noqa: E402
 
 
 def _peers_available() -> list[str]:
@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
                              "are averaged for the Sybil gain (default 3; 1: the single retrained pair)")
     parser.add_argument("--loo-seeds", type=int, default=3,
                         help="training seeds each leave-one-out test-loss change is averaged over (default 3)")
+    parser.add_argument("--sybil-edit", choices=sorted(SYBIL_EDITS), default="verbatim",
+                        help="classification: the Sybil edits each copied row by one word ('append' at the end, "
+                             "'insert' in the middle) instead of copying it (default: verbatim)")
     parser.add_argument("--keep-repeats", action="store_true",
                         help="train repeated rows as often as they occur (the benchmark before the Factory's dedup step)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to bench/RESULTS.md")
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
         per_skill = args.rows_per_skill or (32 if args.quick else 64)
         task = classification_task(rows_per_skill=per_skill, bulk_rows=args.bulk_rows or 3 * per_skill,
-                                   test_per_skill=16 if args.quick else 20)
+                                   test_per_skill=16 if args.quick else 20, sybil_edit=args.sybil_edit)
         arms = [(a.split(":")[0], float(a.split(":")[1])) for a in args.design_arms]
         backend = ClsBackend(task, ClsConfig(), peers, arms)
         result = run_task(task, backend.backend(), lds_retrains=lds, sybil_seeds=args.sybil_seeds,

@@ -113,6 +113,22 @@ def test_duplicate_groups_are_exact_or_near_with_the_same_label_and_headed_by_th
         duplicate_groups(texts, labels, order, threshold=1.5)
 
 
+def test_a_copy_with_a_word_added_is_grouped_by_containment_where_jaccard_misses_it() -> None:
+    row = "a whale is bigger than a cat"
+    texts = [row, row + " indeed",  # character 5-gram Jaccard 0.77 < 0.8, every shingle of `row` contained
+             row + ", as every child who has seen both knows well",  # contained, but over twice as long
+             "bigger than", "bigger than a dog",  # contained, but 7 shingles: too short to call a copy
+             "a cat is smaller than a whale"]  # the same words, another row
+    labels = ["true"] * 6
+    order = [(1, i) for i in range(6)]
+    assert duplicate_groups(texts, labels, order).tolist() == [0, 0, 2, 3, 4, 5]
+    assert duplicate_groups(texts, labels, order, containment=None).tolist() == [0, 1, 2, 3, 4, 5]
+    other_label = ["true", "false"] + ["true"] * 4
+    assert duplicate_groups(texts, other_label, order).tolist() == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(DuplicateError, match="containment"):
+        duplicate_groups(texts, labels, order, containment=0.0)
+
+
 def test_shared_credit_is_worth_one_copy_and_goes_to_the_earliest_member() -> None:
     scores = np.array([[1.0, 3.0, 5.0, -2.0], [0.5, 0.5, 0.5, 4.0]])
     canonical = np.array([1, 1, 1, 3])  # rows 0, 1, 2 are one group headed by row 1
@@ -210,6 +226,8 @@ def test_a_format_1_index_still_loads_as_grad_dot() -> None:
     loaded = AttributionIndex.from_bytes(data)
     assert np.array_equal(score_projected(loaded, np.ones((1, 4)))[0], g.sum(axis=1))
     assert loaded.canonical.tolist() == [0, 1, 2]
+    # settings written before the containment test existed say how that index was grouped: without it
+    assert loaded.settings.duplicate_containment is None and IndexSettings().duplicate_containment == 0.95
 
 
 def test_valuation_averages_held_out_scores_and_renders_a_table_and_chart(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ Both tasks share one cast of contributors, each with a distinct role:
   dave    - an honest skill
   erin    - redundant bulk: many near-copies of a handful of low-signal rows from a domain the
             test set never asks about (volume without value)
-  mallory - a Sybil: bob's rows, verbatim, from a second wallet
+  mallory - a Sybil: bob's rows, verbatim, from a second wallet (classification with `sybil_edit`:
+            each row edited by one word, so that it is no longer an exact copy; see SYBIL_EDITS)
 
 Classification skills are not lexically trivial: every content word appears under both labels, and
 the label follows from a combination (item x category, order x relation, negation x state) or from
@@ -48,6 +49,29 @@ class Task:
 
 class TaskError(ValueError):
     """A task cannot be generated with the requested sizes."""
+
+
+def _append_word(text: str) -> str:
+    return text + " indeed"
+
+
+def _insert_word(text: str) -> str:
+    words = text.split(" ")
+    middle = len(words) // 2
+    return " ".join(words[:middle] + ["really"] + words[middle:])
+
+
+# How the Sybil edits the text of each copied classification row: "verbatim" not at all; "append": a
+# word at the end, which the duplicate tests' containment catches; "insert": a word in the middle,
+# which no lexical test in the product catches (measured in bench/RESULTS.md). The causal task's
+# Sybil stays verbatim: a word added to "do abcd=" is another instruction, not an edited copy.
+SYBIL_EDITS = {"verbatim": lambda text: text, "append": _append_word, "insert": _insert_word}
+
+
+def _sybil_rows(train: list[Row], edit: str) -> list[Row]:
+    if edit not in SYBIL_EDITS:
+        raise TaskError(f"unknown Sybil edit {edit!r}; choose from {sorted(SYBIL_EDITS)}")
+    return [Row(SYBIL_EDITS[edit](r.text), r.label, SYBIL, r.skill) for r in train if r.contributor == SYBIL_VICTIM]
 
 
 # -- classification -----------------------------------------------------------------------------
@@ -127,7 +151,7 @@ def _skill_rows(rng: random.Random, skill: str, n: int, exclude: set[str]) -> li
 
 
 def classification_task(rows_per_skill: int = 64, bulk_rows: int = 192, test_per_skill: int = 30,
-                        flip_fraction: float = 0.15, seed: int = 0) -> Task:
+                        flip_fraction: float = 0.15, seed: int = 0, sybil_edit: str = "verbatim") -> Task:
     """Statements labelled true/false; see the module docstring for who contributes what."""
     if rows_per_skill < 4 or test_per_skill < 1 or bulk_rows < len(_BULK_BASE):
         raise TaskError("rows_per_skill >= 4, test_per_skill >= 1 and bulk_rows >= 6 are required")
@@ -152,10 +176,10 @@ def classification_task(rows_per_skill: int = 64, bulk_rows: int = 192, test_per
         if k >= len(_BULK_BASE) * len(fillers):
             variant = f"{variant} #{k // (len(_BULK_BASE) * len(fillers))}"
         train.append(Row(variant, label, BULK_CONTRIBUTOR, "bulk"))
-    train.extend(Row(r.text, r.label, SYBIL, r.skill) for r in train if r.contributor == SYBIL_VICTIM)
+    train.extend(_sybil_rows(train, sybil_edit))
     return Task("classification", "classification", tuple(train), tuple(test),
                 notes={"rows_per_skill": rows_per_skill, "bulk_rows": bulk_rows, "flip_fraction": flip_fraction,
-                       "seed": seed})
+                       "seed": seed, "sybil_edit": sybil_edit})
 
 
 # -- causal LM ----------------------------------------------------------------------------------
@@ -220,7 +244,7 @@ def causal_task(rows_per_skill: int = 48, bulk_rows: int = 48, test_per_skill: i
         prompt, completion = bulk_base[k % len(bulk_base)]
         suffix = "" if k < len(bulk_base) else " " * (1 + (k // len(bulk_base)) % 3)
         train.append(Row(suffix + prompt, completion, BULK_CONTRIBUTOR, "bulk"))
-    train.extend(Row(r.text, r.label, SYBIL, r.skill) for r in train if r.contributor == SYBIL_VICTIM)
+    train.extend(_sybil_rows(train, "verbatim"))
     return Task("causal-lm", "causal", tuple(train), tuple(test),
                 notes={"rows_per_skill": rows_per_skill, "bulk_rows": bulk_rows, "flip_fraction": flip_fraction,
                        "seed": seed, "skills": CAUSAL_SKILL_NAMES})

@@ -3,10 +3,16 @@
 Why: influence is computed per row, so a contributor who submits the same data twice (or a
 Sybil who copies someone else's rows into another wallet) would otherwise collect a second
 full score for nothing the model did not already have. Rows are grouped when they carry the
-same label (classification) and their normalised texts are identical or near-identical
-(MinHash estimate of the Jaccard similarity of character 5-grams >= `threshold`, then checked
-exactly). Character shingles, unlike word 3-grams, still see "the same sentence with one word
-changed" as near-identical in short rows, which is what a cheap Sybil edit looks like.
+same label (classification) and their normalised texts are identical or near-identical. Near
+means either test on character 5-grams (MinHash/LSH finds the candidates, then each is checked exactly):
+- Jaccard similarity >= `threshold` (0.8): the same sentence with a small edit. Character
+  shingles, unlike word 3-grams, still see one changed word as near-identical in short rows.
+- containment >= `containment` (0.95): nearly every shingle of the shorter text occurs in the
+  longer, which is at most twice as long, and the shorter has at least 8 shingles. This is a copy
+  with words added: on the benchmark, a Sybil who appended one word to each of bob's rows escaped
+  the Jaccard test on 14-22 of 40 rows (five draws) and gained +20% to +25% (bench/RESULTS.md).
+  On honest rows of one skill drawn by two owners, containment 0.95 joined 0-4 of 40 rows (Jaccard
+  0.8 alone: 0-14); an edit inside the row (a word inserted or swapped) is caught by neither test.
 
 Credit rule (public, deterministic): the group's credit is the MEAN of its members' scores, so a
 group is worth one copy. Policy "first" (the default) gives it all to the earliest member, ordered
@@ -25,6 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_NEAR_THRESHOLD = 0.8
+DEFAULT_CONTAINMENT = 0.95
+MAX_LENGTH_RATIO = 2.0  # containment joins a copy with added text up to the copied text's own length
+MIN_CONTAINED_SHINGLES = 8  # a shorter text is too generic to be called a copy of a longer one
 NUM_PERM = 64
 SHINGLE_CHARS = 5
 MINHASH_SEED = 7
@@ -46,10 +55,6 @@ def _shingles(text: str) -> set[str]:
     return {text[i:i + SHINGLE_CHARS] for i in range(len(text) - SHINGLE_CHARS + 1)}
 
 
-def _jaccard(a: set[str], b: set[str]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
-
-
 class _UnionFind:
     def __init__(self, n: int) -> None:
         self.parent = list(range(n))
@@ -67,16 +72,20 @@ class _UnionFind:
 
 
 def duplicate_groups(texts: Sequence[str], labels: Sequence[object], order: Sequence[tuple[int, int]],
-                     threshold: float | None = DEFAULT_NEAR_THRESHOLD) -> np.ndarray:
+                     threshold: float | None = DEFAULT_NEAR_THRESHOLD,
+                     containment: float | None = DEFAULT_CONTAINMENT) -> np.ndarray:
     """For each row, the position of its group's earliest member (by `order`); a row alone maps to itself.
 
-    `order[i]` = (contribution id, row index) of row i. `threshold` None groups exact copies only.
+    `order[i]` = (contribution id, row index) of row i. `threshold` None groups exact copies only;
+    `containment` None turns the containment test off (indexes written before it existed).
     """
     n = len(texts)
     if len(labels) != n or len(order) != n:
         raise DuplicateError("texts, labels and order differ in length")
     if threshold is not None and not 0.0 < threshold <= 1.0:
         raise DuplicateError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
+    if containment is not None and not 0.0 < containment <= 1.0:
+        raise DuplicateError(f"containment threshold must be in (0, 1], got {containment}")
     rank = sorted(range(n), key=lambda i: (int(order[i][0]), int(order[i][1]), i))  # earliest first
     norm = [normalise(texts[i]) for i in rank]
     lab = [repr(labels[i]) for i in rank]
@@ -87,19 +96,47 @@ def duplicate_groups(texts: Sequence[str], labels: Sequence[object], order: Sequ
             uf.union(first_seen[key], pos)
         else:
             first_seen[key] = pos
-    if threshold is not None and threshold < 1.0:
-        _near_unions(list(first_seen.values()), norm, lab, threshold, uf)
+    if threshold is not None:  # containment applies only with near-duplicate search on
+        test = _NearTest(threshold, containment)
+        if test.can_join_distinct_texts:
+            _near_unions(list(first_seen.values()), norm, lab, test, uf)
     canonical = np.empty(n, dtype=np.int64)
     for pos in range(n):
         canonical[rank[pos]] = rank[uf.find(pos)]
     return canonical
 
 
-def _near_unions(positions: list[int], norm: list[str], lab: list[str], threshold: float, uf: _UnionFind) -> None:
-    """Union distinct texts whose character-shingle Jaccard similarity reaches `threshold` (same label)."""
+@dataclass(frozen=True)
+class _NearTest:
+    jaccard: float
+    containment: float | None
+
+    @property
+    def can_join_distinct_texts(self) -> bool:
+        return self.jaccard < 1.0 or (self.containment is not None and self.containment < 1.0)
+
+    @property
+    def candidate_jaccard(self) -> float:
+        """A Jaccard level below every pair the test can join, for LSH to find candidates."""
+        floor = self.jaccard
+        if self.containment is not None:  # |A & B| >= c|A|, |B| <= r|A|  =>  J >= c / (1 + r - c)
+            floor = min(floor, self.containment / (1 + MAX_LENGTH_RATIO - self.containment))
+        return max(0.3, floor - 0.2)
+
+    def joins(self, a: set[str], b: set[str]) -> bool:
+        shared = len(a & b)
+        if shared >= self.jaccard * len(a | b):
+            return True
+        small, large = sorted((len(a), len(b)))
+        return (self.containment is not None and small >= MIN_CONTAINED_SHINGLES
+                and large <= MAX_LENGTH_RATIO * small and shared >= self.containment * small)
+
+
+def _near_unions(positions: list[int], norm: list[str], lab: list[str], test: _NearTest, uf: _UnionFind) -> None:
+    """Union distinct texts that `test` calls near duplicates (same label)."""
     from datasketch import MinHash, MinHashLSH  # imported on first use: it pulls in scipy
 
-    lsh = MinHashLSH(threshold=max(0.5, threshold - 0.2), num_perm=NUM_PERM)  # candidates, then exact check
+    lsh = MinHashLSH(threshold=test.candidate_jaccard, num_perm=NUM_PERM)  # candidates, then exact check
     shingles: dict[int, set[str]] = {}
     for pos in positions:  # ascending: earlier rows are inserted first
         grams = _shingles(norm[pos])
@@ -107,7 +144,7 @@ def _near_unions(positions: list[int], norm: list[str], lab: list[str], threshol
         m = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED)
         m.update_batch([g.encode() for g in sorted(grams)])
         for other in sorted(int(name) for name in lsh.query(m)):
-            if lab[other] == lab[pos] and _jaccard(shingles[other], grams) >= threshold:
+            if lab[other] == lab[pos] and test.joins(shingles[other], grams):
                 uf.union(other, pos)
         lsh.insert(str(pos), m)
 
