@@ -113,20 +113,19 @@ def test_duplicate_groups_are_exact_or_near_with_the_same_label_and_headed_by_th
         duplicate_groups(texts, labels, order, threshold=1.5)
 
 
-def test_a_copy_with_a_word_added_is_grouped_by_containment_where_jaccard_misses_it() -> None:
+def test_a_copy_with_words_added_is_grouped_where_jaccard_misses_it() -> None:
     row = "a whale is bigger than a cat"
-    texts = [row, row + " indeed",  # character 5-gram Jaccard 0.77 < 0.8, every shingle of `row` contained
-             row + ", as every child who has seen both knows well",  # contained, but over twice as long
-             "bigger than", "bigger than a dog",  # contained, but 7 shingles: too short to call a copy
-             "a cat is smaller than a whale"]  # the same words, another row
-    labels = ["true"] * 6
-    order = [(1, i) for i in range(6)]
-    assert duplicate_groups(texts, labels, order).tolist() == [0, 0, 2, 3, 4, 5]
-    assert duplicate_groups(texts, labels, order, containment=None).tolist() == [0, 1, 2, 3, 4, 5]
-    other_label = ["true", "false"] + ["true"] * 4
-    assert duplicate_groups(texts, other_label, order).tolist() == [0, 1, 2, 3, 4, 5]
-    with pytest.raises(DuplicateError, match="containment"):
-        duplicate_groups(texts, labels, order, containment=0.0)
+    texts = [row, row + " indeed",  # character 5-gram Jaccard 0.77 < 0.8
+             "a whale is really bigger than a cat",  # a word inside: Jaccard 0.63
+             row + ", as every child who has seen both knows well",  # over twice as many words
+             "bigger than a", "bigger than a dog",  # a subsequence, but 3 words: too short to call a copy
+             "a cat is bigger than a whale"]  # the same words in another order: another row
+    labels = ["true"] * 7
+    order = [(1, i) for i in range(7)]
+    assert duplicate_groups(texts, labels, order).tolist() == [0, 0, 0, 3, 4, 5, 6]
+    assert duplicate_groups(texts, labels, order, words_added=False).tolist() == [0, 1, 2, 3, 4, 5, 6]
+    other_label = ["true", "false", "false"] + ["true"] * 4
+    assert duplicate_groups(texts, other_label, order).tolist() == [0, 1, 2, 3, 4, 5, 6]
 
 
 def test_shared_credit_is_worth_one_copy_and_goes_to_the_earliest_member() -> None:
@@ -226,8 +225,8 @@ def test_a_format_1_index_still_loads_as_grad_dot() -> None:
     loaded = AttributionIndex.from_bytes(data)
     assert np.array_equal(score_projected(loaded, np.ones((1, 4)))[0], g.sum(axis=1))
     assert loaded.canonical.tolist() == [0, 1, 2]
-    # settings written before the containment test existed say how that index was grouped: without it
-    assert loaded.settings.duplicate_containment is None and IndexSettings().duplicate_containment == 0.95
+    # settings written before the words-added test existed say how that index was grouped: without it
+    assert loaded.settings.duplicate_words_added is False and IndexSettings().duplicate_words_added is True
 
 
 def test_valuation_averages_held_out_scores_and_renders_a_table_and_chart(tmp_path: Path) -> None:

@@ -62,8 +62,8 @@ def _insert_word(text: str) -> str:
 
 
 # How the Sybil edits the text of each copied classification row: "verbatim" not at all; "append": a
-# word at the end, which the duplicate tests' containment catches; "insert": a word in the middle,
-# which no lexical test in the product catches (measured in bench/RESULTS.md). The causal task's
+# word at the end; "insert": a word in the middle. Either escapes exact dedup, so the copy trains;
+# the index's "words added" duplicate test is what groups it for credit. The causal task's
 # Sybil stays verbatim: a word added to "do abcd=" is another instruction, not an edited copy.
 SYBIL_EDITS = {"verbatim": lambda text: text, "append": _append_word, "insert": _insert_word}
 

@@ -15,7 +15,7 @@ The gradient engine (this package, apart from the span modules):
 - `index`      build at training time, store content-addressed (4 D + 40 bytes per row), score a query
                with one projected gradient and one matrix product; `mislabel_scores`.
 - `duplicates` exact and near-duplicate rows (same label; character 5-gram Jaccard >= 0.8, or the
-               shorter row's 5-grams >= 95% contained in a longer one at most twice its size) share one
+               shorter row's words a subsequence of a longer one's, at most twice as many) share one
                row's credit: the group's mean score goes to its earliest member by (contribution id,
                row index), so a second copy, a Sybil's copy or a split contribution earns nothing extra.
 - `aggregate`  per-row scores -> contributions, contributors, Datanets: signed sums and integer

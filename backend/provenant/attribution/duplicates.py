@@ -4,15 +4,17 @@ Why: influence is computed per row, so a contributor who submits the same data t
 Sybil who copies someone else's rows into another wallet) would otherwise collect a second
 full score for nothing the model did not already have. Rows are grouped when they carry the
 same label (classification) and their normalised texts are identical or near-identical. Near
-means either test on character 5-grams (MinHash/LSH finds the candidates, then each is checked exactly):
+means either test (MinHash/LSH over character 5-grams finds the candidates, then each is checked exactly):
 - Jaccard similarity >= `threshold` (0.8): the same sentence with a small edit. Character
   shingles, unlike word 3-grams, still see one changed word as near-identical in short rows.
-- containment >= `containment` (0.95): nearly every shingle of the shorter text occurs in the
-  longer, which is at most twice as long, and the shorter has at least 8 shingles. This is a copy
-  with words added: on the benchmark, a Sybil who appended one word to each of bob's rows escaped
-  the Jaccard test on 14-22 of 40 rows (five draws) and gained +20% to +25% (bench/RESULTS.md).
-  On honest rows of one skill drawn by two owners, containment 0.95 joined 0-4 of 40 rows (Jaccard
-  0.8 alone: 0-14); an edit inside the row (a word inserted or swapped) is caught by neither test.
+- words added: the shorter text's words, in order, are a subsequence of the longer's, which has at
+  most twice as many words; the shorter has at least 4 words. This is a copy with a word (or a few)
+  added anywhere. On the benchmark, a Sybil who added one word to each of bob's 40 rows (at the end
+  or in the middle) escaped the Jaccard test on 14-22 (end) and 40 (middle) of them and gained
+  +25% and +55% of payout (bench/RESULTS.md). On five draws of the classification task and on two
+  owners drawing rows of one skill, the test joined no honest pair; a character-containment test
+  (95% of the shorter text's 5-grams) joined 0-4 of 40 honest rows and missed every middle insertion.
+  A replaced word is caught only when the Jaccard test sees it.
 
 Credit rule (public, deterministic): the group's credit is the MEAN of its members' scores, so a
 group is worth one copy. Policy "first" (the default) gives it all to the earliest member, ordered
@@ -24,6 +26,7 @@ among the members instead. Either way a second copy adds nothing to the total pa
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,9 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_NEAR_THRESHOLD = 0.8
-DEFAULT_CONTAINMENT = 0.95
-MAX_LENGTH_RATIO = 2.0  # containment joins a copy with added text up to the copied text's own length
-MIN_CONTAINED_SHINGLES = 8  # a shorter text is too generic to be called a copy of a longer one
+MAX_ADDED_RATIO = 2.0  # "words added" joins a copy with up to as many words added as it copied
+MIN_COPIED_WORDS = 4  # a shorter text is too generic to be called a copy of a longer one
 NUM_PERM = 64
 SHINGLE_CHARS = 5
 MINHASH_SEED = 7
@@ -72,20 +74,17 @@ class _UnionFind:
 
 
 def duplicate_groups(texts: Sequence[str], labels: Sequence[object], order: Sequence[tuple[int, int]],
-                     threshold: float | None = DEFAULT_NEAR_THRESHOLD,
-                     containment: float | None = DEFAULT_CONTAINMENT) -> np.ndarray:
+                     threshold: float | None = DEFAULT_NEAR_THRESHOLD, words_added: bool = True) -> np.ndarray:
     """For each row, the position of its group's earliest member (by `order`); a row alone maps to itself.
 
     `order[i]` = (contribution id, row index) of row i. `threshold` None groups exact copies only;
-    `containment` None turns the containment test off (indexes written before it existed).
+    `words_added` False turns that test off (indexes written before it existed).
     """
     n = len(texts)
     if len(labels) != n or len(order) != n:
         raise DuplicateError("texts, labels and order differ in length")
     if threshold is not None and not 0.0 < threshold <= 1.0:
         raise DuplicateError(f"near-duplicate threshold must be in (0, 1], got {threshold}")
-    if containment is not None and not 0.0 < containment <= 1.0:
-        raise DuplicateError(f"containment threshold must be in (0, 1], got {containment}")
     rank = sorted(range(n), key=lambda i: (int(order[i][0]), int(order[i][1]), i))  # earliest first
     norm = [normalise(texts[i]) for i in rank]
     lab = [repr(labels[i]) for i in rank]
@@ -96,40 +95,43 @@ def duplicate_groups(texts: Sequence[str], labels: Sequence[object], order: Sequ
             uf.union(first_seen[key], pos)
         else:
             first_seen[key] = pos
-    if threshold is not None:  # containment applies only with near-duplicate search on
-        test = _NearTest(threshold, containment)
-        if test.can_join_distinct_texts:
-            _near_unions(list(first_seen.values()), norm, lab, test, uf)
+    if threshold is not None and (threshold < 1.0 or words_added):  # near-duplicate search is on
+        _near_unions(list(first_seen.values()), norm, lab, _NearTest(threshold, words_added), uf)
     canonical = np.empty(n, dtype=np.int64)
     for pos in range(n):
         canonical[rank[pos]] = rank[uf.find(pos)]
     return canonical
 
 
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text)
+
+
+def _is_subsequence(short: list[str], long: list[str]) -> bool:
+    remaining = iter(long)
+    return all(word in remaining for word in short)  # `in` advances the iterator past each match
+
+
 @dataclass(frozen=True)
 class _NearTest:
     jaccard: float
-    containment: float | None
-
-    @property
-    def can_join_distinct_texts(self) -> bool:
-        return self.jaccard < 1.0 or (self.containment is not None and self.containment < 1.0)
+    words_added: bool
 
     @property
     def candidate_jaccard(self) -> float:
-        """A Jaccard level below every pair the test can join, for LSH to find candidates."""
-        floor = self.jaccard
-        if self.containment is not None:  # |A & B| >= c|A|, |B| <= r|A|  =>  J >= c / (1 + r - c)
-            floor = min(floor, self.containment / (1 + MAX_LENGTH_RATIO - self.containment))
-        return max(0.3, floor - 0.2)
+        """A Jaccard level for LSH below the pairs the test joins (a copy with up to as many words
+        added as copied shares as little as a third of its 5-grams, hence the lower level)."""
+        level = max(0.5, self.jaccard - 0.2)
+        return min(level, 0.3) if self.words_added else level
 
-    def joins(self, a: set[str], b: set[str]) -> bool:
-        shared = len(a & b)
-        if shared >= self.jaccard * len(a | b):
+    def joins(self, grams: tuple[set[str], set[str]], words: tuple[list[str], list[str]]) -> bool:
+        a, b = grams
+        # Jaccard >= t needs the smaller set to be at least t times the larger: skip the rest cheaply
+        if min(len(a), len(b)) >= self.jaccard * max(len(a), len(b)) and len(a & b) >= self.jaccard * len(a | b):
             return True
-        small, large = sorted((len(a), len(b)))
-        return (self.containment is not None and small >= MIN_CONTAINED_SHINGLES
-                and large <= MAX_LENGTH_RATIO * small and shared >= self.containment * small)
+        short, long = sorted(words, key=len)
+        return (self.words_added and MIN_COPIED_WORDS <= len(short) < len(long) <= MAX_ADDED_RATIO * len(short)
+                and _is_subsequence(short, long))
 
 
 def _near_unions(positions: list[int], norm: list[str], lab: list[str], test: _NearTest, uf: _UnionFind) -> None:
@@ -138,13 +140,14 @@ def _near_unions(positions: list[int], norm: list[str], lab: list[str], test: _N
 
     lsh = MinHashLSH(threshold=test.candidate_jaccard, num_perm=NUM_PERM)  # candidates, then exact check
     shingles: dict[int, set[str]] = {}
+    words: dict[int, list[str]] = {}
     for pos in positions:  # ascending: earlier rows are inserted first
         grams = _shingles(norm[pos])
-        shingles[pos] = grams
+        shingles[pos], words[pos] = grams, _words(norm[pos])
         m = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED)
         m.update_batch([g.encode() for g in sorted(grams)])
         for other in sorted(int(name) for name in lsh.query(m)):
-            if lab[other] == lab[pos] and test.joins(shingles[other], grams):
+            if lab[other] == lab[pos] and test.joins((shingles[other], grams), (words[other], words[pos])):
                 uf.union(other, pos)
         lsh.insert(str(pos), m)
 

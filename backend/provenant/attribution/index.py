@@ -34,7 +34,7 @@ from threadpoolctl import ThreadpoolController
 
 from provenant.attribution.curvature import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMPING_RATIO, fit_preconditioner,
                                              mislabel_suspicion, neighbour_disagreement, training_vectors)
-from provenant.attribution.duplicates import (DEFAULT_CONTAINMENT, DEFAULT_NEAR_THRESHOLD, POLICIES, duplicate_groups,
+from provenant.attribution.duplicates import (DEFAULT_NEAR_THRESHOLD, POLICIES, duplicate_groups,
                                               share_credit)
 from provenant.attribution.gradients import Projector, per_example_gradients
 from provenant.factory.train import Example
@@ -71,7 +71,7 @@ class IndexSettings:
     damping_ratio: float = DEFAULT_DAMPING_RATIO
     clip_quantile: float = DEFAULT_CLIP_QUANTILE  # training-gradient norms clipped at this quantile
     duplicate_threshold: float | None = DEFAULT_NEAR_THRESHOLD  # None: exact duplicates only
-    duplicate_containment: float | None = DEFAULT_CONTAINMENT  # None: no containment test (see duplicates.py)
+    duplicate_words_added: bool = True  # a copy with words added is a near duplicate (see duplicates.py)
     credit_policy: str = "first"  # who in a duplicate group gets its credit (see duplicates.py)
     curvature: str = "global"  # see CURVATURES
 
@@ -83,8 +83,6 @@ class IndexSettings:
             (0 < self.clip_quantile <= 1, "clip_quantile must be in (0, 1]"),
             (self.duplicate_threshold is None or 0 < self.duplicate_threshold <= 1,
              "duplicate_threshold must be in (0, 1] or None"),
-            (self.duplicate_containment is None or 0 < self.duplicate_containment <= 1,
-             "duplicate_containment must be in (0, 1] or None"),
             (self.credit_policy in POLICIES, f"credit_policy must be one of {POLICIES}"),
             (self.curvature in CURVATURES, f"curvature must be one of {CURVATURES}"),
         ] if not ok]
@@ -95,7 +93,7 @@ class IndexSettings:
         return {"projection_dim": self.projection_dim, "seed": self.seed, "damping_ratio": self.damping_ratio,
                 "clip_quantile": self.clip_quantile,
                 "duplicate_threshold": self.duplicate_threshold,
-                "duplicate_containment": self.duplicate_containment, "credit_policy": self.credit_policy,
+                "duplicate_words_added": self.duplicate_words_added, "credit_policy": self.credit_policy,
                 "curvature": self.curvature}
 
     @property
@@ -169,8 +167,9 @@ class AttributionIndex:
             raise AttributionIndexError(f"unsupported index format {fmt!r}")
         try:
             # indexes written before module blocks existed were one global block; those written
-            # before the containment test grouped without it
-            settings = IndexSettings(**{"curvature": "global", "duplicate_containment": None, **metadata["settings"]})
+            # before the words-added test grouped without it
+            settings = IndexSettings(**{"curvature": "global", "duplicate_words_added": False,
+                                        **metadata["settings"]})
             if fmt == LEGACY_FORMAT:  # grad-dot vectors; self-influence is |g|^2; no groups
                 grads = arrays["gradients"].astype(np.float64)
                 return cls(arrays["gradients"], arrays["contribution_ids"], arrays["row_indices"],
@@ -201,7 +200,7 @@ def index_from_projected(projected: torch.Tensor | np.ndarray, *, contribution_i
     suspicion = mislabel_suspicion(neighbour_disagreement(projected, vectors), self_influence)
     order = list(zip((int(c) for c in contribution_ids), (int(r) for r in row_indices)))
     canonical = duplicate_groups(texts, list(label_ids), order, settings.duplicate_threshold,
-                                 settings.duplicate_containment)
+                                 settings.duplicate_words_added)
     return AttributionIndex(vectors.astype(np.float32), np.asarray(contribution_ids), np.asarray(row_indices),
                             np.asarray(label_ids), settings, adapter_sha256, layout_sha256, self_influence,
                             canonical, suspicion)
