@@ -149,7 +149,8 @@ def _index(rows: list[tuple[np.ndarray, str, int, int]], settings: IndexSettings
                                 texts=[r[1] for r in rows], settings=settings, adapter_sha256="aa", layout_sha256="bb")
 
 
-@pytest.mark.parametrize("how", ["twice in one wallet", "copied by a Sybil wallet", "split into many contributions"])
+@pytest.mark.parametrize("how", ["twice in one wallet", "copied by a Sybil wallet", "split into many contributions",
+                                 "copied by a Sybil wallet, a word inserted in each row"])
 def test_duplicating_or_splitting_data_gains_at_most_five_percent(how: str) -> None:
     rng = _rng(11)
     settings = IndexSettings(projection_dim=D)
@@ -157,7 +158,7 @@ def test_duplicating_or_splitting_data_gains_at_most_five_percent(how: str) -> N
     bob = [(rng.normal(size=D) - 1, f"bob row {i}: interest rates and bond yields", 2, i) for i in range(30)]
     carol = [(rng.normal(size=D), f"carol row {i}: recipes with garlic and basil", 3, i) for i in range(30)]
     meta = {1: ContributionMeta("0xa11ce", 1), 2: ContributionMeta("0xb0b", 1), 3: ContributionMeta("0xca401", 2)}
-    queries = rng.normal(size=(25, D)) + 1
+    queries = rng.normal(size=(25, D))  # alice's rows get ~30% of the payout: room for a copy to gain
 
     def payout(rows: list, owner_of: dict[int, ContributionMeta], who: set[str]) -> float:
         index = _index(rows, settings)
@@ -171,8 +172,10 @@ def test_duplicating_or_splitting_data_gains_at_most_five_percent(how: str) -> N
     if how == "twice in one wallet":
         extra = [(g, t, 4, i) for g, t, _, i in alice]
         gamed = payout(alice + bob + carol + extra, {**meta, 4: ContributionMeta("0xa11ce", 1)}, {"0xa11ce"})
-    elif how == "copied by a Sybil wallet":
-        extra = [(g, t, 4, i) for g, t, _, i in alice]
+    elif how.startswith("copied by a Sybil wallet"):
+        edited = how.endswith("inserted in each row")  # no longer an exact copy, nor the same gradient
+        extra = [(g + 0.05 * rng.normal(size=D) if edited else g, t.replace(" about ", " about silvery ") if edited else t,
+                  4, i) for g, t, _, i in alice]
         gamed = payout(alice + bob + carol + extra, {**meta, 4: ContributionMeta("0x5b11", 2)}, {"0xa11ce", "0x5b11"})
     else:
         split = [(g, t, 10 + i % 5, i // 5) for g, t, _, i in alice]
@@ -180,6 +183,8 @@ def test_duplicating_or_splitting_data_gains_at_most_five_percent(how: str) -> N
         gamed = payout(split + bob + carol, owners, {f"0xa11ce{k}" for k in range(5)})
     assert once > 50_000  # alice's rows matter to these queries
     assert gamed <= 1.05 * once, (how, once, gamed)
+    # nor does the victim lose: a copy must not merge the victim's distinct rows into one group
+    assert gamed >= 0.95 * once, (how, once, gamed)
 
 
 def test_without_duplicate_sharing_a_second_copy_would_pay() -> None:

@@ -15,6 +15,9 @@ means either test (MinHash/LSH over character 5-grams finds the candidates, then
   owners drawing rows of one skill, the test joined no honest pair; a character-containment test
   (95% of the shorter text's 5-grams) joined 0-4 of 40 honest rows and missed every middle insertion.
   A replaced word is caught only when the Jaccard test sees it.
+Groups form in (contribution id, row index) order: a row joins the group of the earliest earlier
+head it is a near duplicate of, or heads a new group. Groups never merge, so near-duplicate pairs do
+not chain: a copy cannot fold its victim's distinct rows into one group worth a single row.
 
 Credit rule (public, deterministic): the group's credit is the MEAN of its members' scores, so a
 group is worth one copy. Policy "first" (the default) gives it all to the earliest member, ordered
@@ -57,22 +60,6 @@ def _shingles(text: str) -> set[str]:
     return {text[i:i + SHINGLE_CHARS] for i in range(len(text) - SHINGLE_CHARS + 1)}
 
 
-class _UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:  # the smaller index (earlier row) becomes the root: deterministic
-            self.parent[max(ra, rb)] = min(ra, rb)
-
-
 def duplicate_groups(texts: Sequence[str], labels: Sequence[object], order: Sequence[tuple[int, int]],
                      threshold: float | None = DEFAULT_NEAR_THRESHOLD, words_added: bool = True) -> np.ndarray:
     """For each row, the position of its group's earliest member (by `order`); a row alone maps to itself.
@@ -88,18 +75,15 @@ def duplicate_groups(texts: Sequence[str], labels: Sequence[object], order: Sequ
     rank = sorted(range(n), key=lambda i: (int(order[i][0]), int(order[i][1]), i))  # earliest first
     norm = [normalise(texts[i]) for i in rank]
     lab = [repr(labels[i]) for i in rank]
-    uf = _UnionFind(n)  # over positions in `rank`
+    head = list(range(n))  # position -> its group's head position
     first_seen: dict[tuple[str, str], int] = {}
     for pos, key in enumerate(zip(lab, norm)):
-        if key in first_seen:
-            uf.union(first_seen[key], pos)
-        else:
-            first_seen[key] = pos
+        head[pos] = first_seen.setdefault(key, pos)
     if threshold is not None and (threshold < 1.0 or words_added):  # near-duplicate search is on
-        _near_unions(list(first_seen.values()), norm, lab, _NearTest(threshold, words_added), uf)
+        _join_near_heads(sorted(first_seen.values()), norm, lab, _NearTest(threshold, words_added), head)
     canonical = np.empty(n, dtype=np.int64)
     for pos in range(n):
-        canonical[rank[pos]] = rank[uf.find(pos)]
+        canonical[rank[pos]] = rank[head[head[pos]]]  # an exact copy follows its first occurrence's group
     return canonical
 
 
@@ -134,22 +118,27 @@ class _NearTest:
                 and _is_subsequence(short, long))
 
 
-def _near_unions(positions: list[int], norm: list[str], lab: list[str], test: _NearTest, uf: _UnionFind) -> None:
-    """Union distinct texts that `test` calls near duplicates (same label)."""
+def _join_near_heads(positions: list[int], norm: list[str], lab: list[str], test: _NearTest, head: list[int]) -> None:
+    """Each distinct text joins the group of the earliest earlier head it is a near duplicate of (same
+    label), or heads a group itself. Groups never merge, so rows cannot chain: under a union of
+    every near pair, a Sybil's edited copies, each near its original and near each other, joined a
+    victim's 20 distinct rows into one group worth one row (a test caught it)."""
     from datasketch import MinHash, MinHashLSH  # imported on first use: it pulls in scipy
 
-    lsh = MinHashLSH(threshold=test.candidate_jaccard, num_perm=NUM_PERM)  # candidates, then exact check
+    lsh = MinHashLSH(threshold=test.candidate_jaccard, num_perm=NUM_PERM)  # heads only; then an exact check
     shingles: dict[int, set[str]] = {}
     words: dict[int, list[str]] = {}
-    for pos in positions:  # ascending: earlier rows are inserted first
-        grams = _shingles(norm[pos])
-        shingles[pos], words[pos] = grams, _words(norm[pos])
+    for pos in positions:  # ascending: earlier rows first
+        grams, row_words = _shingles(norm[pos]), _words(norm[pos])
         m = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED)
         m.update_batch([g.encode() for g in sorted(grams)])
-        for other in sorted(int(name) for name in lsh.query(m)):
-            if lab[other] == lab[pos] and test.joins((shingles[other], grams), (words[other], words[pos])):
-                uf.union(other, pos)
-        lsh.insert(str(pos), m)
+        joined = next((h for h in sorted(int(name) for name in lsh.query(m))
+                       if lab[h] == lab[pos] and test.joins((shingles[h], grams), (words[h], row_words))), None)
+        if joined is None:
+            shingles[pos], words[pos] = grams, row_words
+            lsh.insert(str(pos), m)
+        else:
+            head[pos] = joined
 
 
 @dataclass(frozen=True)
