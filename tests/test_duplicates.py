@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from provenant.datanets.duplicates import DuplicateIndex, content_key
 
 SAMPLES = Path(__file__).resolve().parents[1] / "backend" / "provenant" / "demo" / "samples"
@@ -55,3 +57,21 @@ def test_a_copied_file_is_flagged_line_by_line_and_unrelated_rows_are_not() -> N
     # Another Datanet's rows are not flagged against these two files (carol's file does repeat its
     # own templates, and those near-duplicate lines are flagged within the file).
     assert [f for f in index.check(load("carol_1.jsonl")) if f.of_contribution is not None] == []
+
+
+def test_a_copy_with_a_word_inserted_is_flagged_near_though_its_word_trigrams_differ() -> None:
+    index = DuplicateIndex()
+    original = "my card was charged twice for the same order"
+    index.add(3, rows(original, "the app crashes every time i open the settings page"))
+    checked = rows("my card was charged twice for the very same order",  # a word inside: 3-gram Jaccard 0.4
+                   "my card was charged for the same order twice",  # words moved, none added: another row
+                   "card charged twice",  # a subsequence, but too short to call a copy
+                   "the app crashes every time i open the settings page on my phone")  # words appended
+    flags = {f.line: f for f in index.check(checked)}
+    assert set(flags) == {1, 4}
+    assert (flags[1].kind, flags[1].of_contribution, flags[1].of_line) == ("near", 3, 1)
+    assert flags[1].similarity == pytest.approx(9 / 10)  # the copied share of the words
+    assert (flags[4].of_contribution, flags[4].of_line) == (3, 2)
+    # inside one file too
+    own = {f.line: f for f in DuplicateIndex().check(rows(original, "so " + original + " last week"))}
+    assert (own[2].kind, own[2].of_contribution, own[2].of_line) == ("near", None, 1)

@@ -229,6 +229,7 @@ def test_duplicate_rows_are_flagged_after_upload_and_in_the_review_queue(browser
         {"text": "  My CARD was charged twice for the same order and I would like one of the payments refunded please ", "label": "billing"},
         {"text": base + " today", "label": "billing"},
         {"text": "the login page says my password is wrong even after I reset it twice this morning", "label": "account"},
+        {"text": base.replace("I would", "I would really"), "label": "billing"},  # a word inserted: words added
     ]
     open_page(page, stack, "contribute/1")
     connect(page)
@@ -241,6 +242,7 @@ def test_duplicate_rows_are_flagged_after_upload_and_in_the_review_queue(browser
     assert "line 2: exact duplicate of line 1 of the same file" in text, text
     assert "line 3: near duplicate" in text and "of line 1 of the same file" in text, text
     assert page.locator("[data-testid=duplicate-flags] li[data-line='4']").count() == 0
+    assert "line 5: near duplicate" in text and "95% similar" in text, text
     contribution = int(stack.client.call(stack.contracts.datanets.functions.contributionCount()))
     stack.wait_indexed(lambda: stack.index(f"/contributions/{contribution}")["status"] == "pending")
     assert page.console.errors == []
@@ -253,7 +255,7 @@ def test_duplicate_rows_are_flagged_after_upload_and_in_the_review_queue(browser
         connect(curator)
         cell = curator.get_by_test_id(f"flags-{contribution}")
         cell.wait_for()
-        assert cell.get_attribute("data-exact") == "1" and cell.get_attribute("data-near") == "1"
+        assert cell.get_attribute("data-exact") == "1" and cell.get_attribute("data-near") == "2"
         cell.locator("summary").click()
         assert "near duplicate" in cell.inner_text() and "exact duplicate" in cell.inner_text()
         row = curator.locator("tr", has=curator.get_by_test_id(f"pick-{contribution}"))

@@ -315,7 +315,8 @@ export function formatUnits18(v: string | number | bigint | null | undefined): s
 // ---- duplicate rows, as the backend flags them (provenant/datanets/duplicates.py) ----------------
 // Content = `text`, or `prompt` + `completion`, NFKC-normalised, case-folded, whitespace collapsed.
 // Exact: the same content. Near: Jaccard similarity of word 3-grams >= 0.8 (computed exactly here;
-// the backend estimates it with MinHash, so a borderline pair may differ).
+// the backend estimates it with MinHash, so a borderline pair may differ), or words added: one row's
+// words (>= 4), in order, are the other's with up to as many words added (`addsWords`).
 export type DupFlag = { line: number; kind: "exact" | "near"; of_contribution: number | null; of_line: number; similarity: number };
 
 export function normalisedText(row: any): string {
@@ -328,6 +329,19 @@ function shingles(text: string): Set<string> {
   const out = new Set<string>();
   for (let i = 0; i < Math.max(1, w.length - 2); i++) out.add(w.slice(i, i + 3).join(" "));
   return out;
+}
+
+function wordsOf(text: string): string[] {
+  return text.match(/[\p{L}\p{N}_]+/gu) ?? [];
+}
+
+/** One word list is the other with words added anywhere (the backend's `adds_words`). */
+export function addsWords(a: string[], b: string[]): boolean {
+  const [short, long] = a.length <= b.length ? [a, b] : [b, a];
+  if (short.length < 4 || short.length >= long.length || long.length > 2 * short.length) return false;
+  let j = 0;
+  for (const w of long) if (j < short.length && w === short[j]) j++;
+  return j === short.length;
 }
 
 function jaccard(a: Set<string>, b: Set<string>): number {
@@ -353,17 +367,18 @@ export function parseRows(text: string): any[] {
 /** Flags for `rows` (one contribution) against earlier contributions' rows and its own earlier lines. */
 export function duplicateFlags(rows: any[], earlier: { id: number; rows: any[] }[], threshold = 0.8): DupFlag[] {
   const seen = new Map<string, { c: number | null; line: number }>();
-  const sh: { c: number | null; line: number; s: Set<string> }[] = [];
+  const sh: { c: number | null; line: number; s: Set<string>; w: string[] }[] = [];
   for (const e of earlier)
     e.rows.forEach((r, i) => {
       const t = normalisedText(r);
       if (!seen.has(t)) seen.set(t, { c: e.id, line: i + 1 });
-      sh.push({ c: e.id, line: i + 1, s: shingles(t) });
+      sh.push({ c: e.id, line: i + 1, s: shingles(t), w: wordsOf(t) });
     });
   const flags: DupFlag[] = [];
   rows.forEach((r, i) => {
     const t = normalisedText(r);
     const s = shingles(t);
+    const w = wordsOf(t);
     const ex = seen.get(t);
     if (ex) flags.push({ line: i + 1, kind: "exact", of_contribution: ex.c, of_line: ex.line, similarity: 1 });
     else {
@@ -372,10 +387,14 @@ export function duplicateFlags(rows: any[], earlier: { id: number; rows: any[] }
         const j = jaccard(s, o.s);
         if (j >= threshold && (!best || j > best.similarity)) best = { line: i + 1, kind: "near", of_contribution: o.c, of_line: o.line, similarity: j };
       }
+      for (const o of best ? [] : sh) {
+        const share = Math.min(w.length, o.w.length) / Math.max(w.length, o.w.length, 1);
+        if (addsWords(w, o.w) && (!best || share > best.similarity)) best = { line: i + 1, kind: "near", of_contribution: o.c, of_line: o.line, similarity: share };
+      }
       if (best) flags.push(best);
       seen.set(t, { c: null, line: i + 1 });
     }
-    sh.push({ c: null, line: i + 1, s });
+    sh.push({ c: null, line: i + 1, s, w });
   });
   return flags;
 }

@@ -7,8 +7,9 @@ same label (classification) and their normalised texts are identical or near-ide
 means either test (MinHash/LSH over character 5-grams finds the candidates, then each is checked exactly):
 - Jaccard similarity >= `threshold` (0.8): the same sentence with a small edit. Character
   shingles, unlike word 3-grams, still see one changed word as near-identical in short rows.
-- words added: the shorter text's words, in order, are a subsequence of the longer's, which has at
-  most twice as many words; the shorter has at least 4 words. This is a copy with a word (or a few)
+- words added (`datanets.duplicates.adds_words`, the test curators' flags use too): the shorter
+  text's words, in order, are a subsequence of the longer's, which has at most twice as many words;
+  the shorter has at least 4 words. This is a copy with a word (or a few)
   added anywhere. On the benchmark, a Sybil who added one word to each of bob's 40 rows (at the end
   or in the middle) escaped the Jaccard test on 14-22 (end) and 40 (middle) of them and gained
   +25% and +55% of payout (bench/RESULTS.md). On five draws of the classification task and on two
@@ -29,16 +30,15 @@ among the members instead. Either way a second copy adds nothing to the total pa
 from __future__ import annotations
 
 import hashlib
-import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from provenant.datanets.duplicates import adds_words, words_of
+
 DEFAULT_NEAR_THRESHOLD = 0.8
-MAX_ADDED_RATIO = 2.0  # "words added" joins a copy with up to as many words added as it copied
-MIN_COPIED_WORDS = 4  # a shorter text is too generic to be called a copy of a longer one
 NUM_PERM = 64
 SHINGLE_CHARS = 5
 MINHASH_SEED = 7
@@ -87,15 +87,6 @@ def duplicate_groups(texts: Sequence[str], labels: Sequence[object], order: Sequ
     return canonical
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"\w+", text)
-
-
-def _is_subsequence(short: list[str], long: list[str]) -> bool:
-    remaining = iter(long)
-    return all(word in remaining for word in short)  # `in` advances the iterator past each match
-
-
 @dataclass(frozen=True)
 class _NearTest:
     jaccard: float
@@ -113,9 +104,7 @@ class _NearTest:
         # Jaccard >= t needs the smaller set to be at least t times the larger: skip the rest cheaply
         if min(len(a), len(b)) >= self.jaccard * max(len(a), len(b)) and len(a & b) >= self.jaccard * len(a | b):
             return True
-        short, long = sorted(words, key=len)
-        return (self.words_added and MIN_COPIED_WORDS <= len(short) < len(long) <= MAX_ADDED_RATIO * len(short)
-                and _is_subsequence(short, long))
+        return self.words_added and adds_words(*words)
 
 
 def _join_near_heads(positions: list[int], norm: list[str], lab: list[str], test: _NearTest, head: list[int]) -> None:
@@ -129,7 +118,7 @@ def _join_near_heads(positions: list[int], norm: list[str], lab: list[str], test
     shingles: dict[int, set[str]] = {}
     words: dict[int, list[str]] = {}
     for pos in positions:  # ascending: earlier rows first
-        grams, row_words = _shingles(norm[pos]), _words(norm[pos])
+        grams, row_words = _shingles(norm[pos]), words_of(norm[pos])
         m = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED)
         m.update_batch([g.encode() for g in sorted(grams)])
         joined = next((h for h in sorted(int(name) for name in lsh.query(m))

@@ -6,24 +6,33 @@ legitimate (a common phrasing), and a curator decides. What is compared is a row
 whitespace, so "Refund  please" and "refund please" are one row. A classification row's label is
 not part of the content: the same text under two labels is a duplicate (and a conflict worth
 seeing). Near duplicates use datasketch's MinHash and LSH: Jaccard similarity of word 3-grams
-estimated with 128 permutations, flagged at >= 0.8 by default.
+estimated with 128 permutations, flagged at >= 0.8 by default; or "words added" (`adds_words`):
+one row's words, in order, are the other's with words added, up to as many as it has. That is
+how a cheap edited copy looks ("... refunded please" -> "... refunded right away please"), and
+its word 3-grams can share almost nothing. Attribution groups credit by the same test
+(`attribution/duplicates.py`), so a curator sees the copies that would share a row's credit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import unicodedata
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
-    from datasketch import MinHash, MinHashLSH
+    from datasketch import MinHash
 
 NEAR_THRESHOLD = 0.8
 NUM_PERM = 128
 SHINGLE_WORDS = 3
 MINHASH_SEED = 1  # fixed: flags are reproducible by anyone with the same rows
+MIN_COPIED_WORDS = 4  # a shorter row is too generic to be called a copy of a longer one
+MAX_ADDED_RATIO = 2.0  # "words added" covers up to as many words added as were copied
+WORD_SET_CANDIDATES = 0.4  # LSH level over word sets: a copy with words added shares >= 1/2 of them
+WORD_SET_PERM = 64
 
 
 @dataclass(frozen=True)
@@ -32,7 +41,7 @@ class DuplicateFlag:
     kind: str  # "exact" | "near"
     of_contribution: int | None  # None: an earlier line of the same file
     of_line: int
-    similarity: float  # 1.0 for exact; the MinHash Jaccard estimate for near
+    similarity: float  # 1.0 for exact; near: the MinHash Jaccard estimate, or the copied share of words
 
     def to_json(self) -> dict[str, Any]:
         return {"line": self.line, "kind": self.kind, "of_contribution": self.of_contribution,
@@ -54,6 +63,29 @@ def content_key(row: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(_parts(row), ensure_ascii=False).encode()).hexdigest()
 
 
+def words_of(text: str) -> list[str]:
+    """The words of a normalised text, punctuation dropped ("up," and "up" are one word)."""
+    return re.findall(r"\w+", text)
+
+
+def adds_words(a: Sequence[str], b: Sequence[str]) -> bool:
+    """Whether one word list is the other with words added anywhere: the shorter (>= 4 words) is a
+    subsequence of the longer, which has at most twice as many words."""
+    short, long = sorted((a, b), key=len)
+    if not MIN_COPIED_WORDS <= len(short) < len(long) <= MAX_ADDED_RATIO * len(short):
+        return False
+    remaining = iter(long)
+    return all(word in remaining for word in short)  # `in` advances the iterator past each match
+
+
+def _word_set_minhash(words: Sequence[str]) -> MinHash:
+    from datasketch import MinHash
+
+    m = MinHash(num_perm=WORD_SET_PERM, seed=MINHASH_SEED)
+    m.update_batch([w.encode() for w in sorted(set(words))])
+    return m
+
+
 def minhash(text: str) -> MinHash:
     from datasketch import MinHash  # imported on first use: it pulls in scipy (~0.4 s)
 
@@ -71,16 +103,46 @@ def _candidate_threshold(threshold: float) -> float:
     return max(0.5, threshold - 0.2)
 
 
+class _Rows:
+    """Distinct rows by name, searchable by word 3-gram MinHash and by word set (for words added)."""
+
+    def __init__(self, threshold: float) -> None:
+        from datasketch import MinHashLSH
+
+        self.hashes: dict[str, MinHash] = {}
+        self.words: dict[str, list[str]] = {}
+        self.lsh = MinHashLSH(threshold=_candidate_threshold(threshold), num_perm=NUM_PERM)
+        self.word_lsh = MinHashLSH(threshold=WORD_SET_CANDIDATES, num_perm=WORD_SET_PERM)
+
+    def insert(self, name: str, m: MinHash, words: list[str]) -> None:
+        self.hashes[name], self.words[name] = m, words
+        self.lsh.insert(name, m)
+        self.word_lsh.insert(name, _word_set_minhash(words))
+
+    def nearest(self, m: MinHash, words: list[str], threshold: float) -> tuple[str, float] | None:
+        """The most similar row at >= `threshold` word 3-gram Jaccard; else the row this one copies
+        with words added (or that copies it) sharing the largest share of words; else None."""
+        best: tuple[str, float] | None = None
+        for name in sorted(self.lsh.query(m)):
+            similarity = m.jaccard(self.hashes[name])
+            if similarity >= threshold and (best is None or similarity > best[1]):
+                best = (name, similarity)
+        if best is None:
+            for name in sorted(self.word_lsh.query(_word_set_minhash(words))):
+                other = self.words[name]
+                share = min(len(other), len(words)) / max(len(other), len(words), 1)
+                if adds_words(other, words) and (best is None or share > best[1]):
+                    best = (name, share)
+        return best
+
+
 class DuplicateIndex:
     """The rows already in a Datanet, by exact content key and by MinHash LSH."""
 
     def __init__(self, threshold: float = NEAR_THRESHOLD) -> None:
-        from datasketch import MinHashLSH
-
         self.threshold = threshold
         self._exact: dict[str, tuple[int, int]] = {}  # key -> (contribution, line), first seen
-        self._hashes: dict[str, MinHash] = {}
-        self._lsh = MinHashLSH(threshold=_candidate_threshold(threshold), num_perm=NUM_PERM)
+        self._rows = _Rows(threshold)
         self.contributions: set[int] = set()
 
     def add(self, contribution_id: int, rows: Sequence[dict[str, Any]]) -> None:
@@ -92,18 +154,14 @@ class DuplicateIndex:
             if key in self._exact:
                 continue  # an exact repeat adds nothing to near-duplicate search
             self._exact[key] = (contribution_id, line)
-            name = f"{contribution_id}:{line}"
-            self._hashes[name] = minhash(normalised_text(row))
-            self._lsh.insert(name, self._hashes[name])
+            text = normalised_text(row)
+            self._rows.insert(f"{contribution_id}:{line}", minhash(text), words_of(text))
 
     def check(self, rows: Sequence[dict[str, Any]]) -> list[DuplicateFlag]:
         """Flags for `rows` against the index and against their own earlier lines (one per line)."""
         flags: list[DuplicateFlag] = []
         own_exact: dict[str, int] = {}
-        from datasketch import MinHashLSH
-
-        own = MinHashLSH(threshold=_candidate_threshold(self.threshold), num_perm=NUM_PERM)
-        own_hashes: dict[str, MinHash] = {}
+        own = _Rows(self.threshold)
         for line, row in enumerate(rows, start=1):
             key = content_key(row)
             text = normalised_text(row)
@@ -113,22 +171,14 @@ class DuplicateIndex:
             elif key in own_exact:
                 flags.append(DuplicateFlag(line, "exact", None, own_exact[key], 1.0))
             else:
-                m = minhash(text)
-                flags.extend(self._near(line, m, own, own_hashes))
-                own.insert(str(line), m)
-                own_hashes[str(line)] = m
+                m, words = minhash(text), words_of(text)
+                found = self._rows.nearest(m, words, self.threshold)
+                in_file = own.nearest(m, words, self.threshold)
+                if found is not None and (in_file is None or found[1] >= in_file[1]):
+                    contribution, of_line = (int(x) for x in found[0].split(":"))
+                    flags.append(DuplicateFlag(line, "near", contribution, of_line, found[1]))
+                elif in_file is not None:
+                    flags.append(DuplicateFlag(line, "near", None, int(in_file[0]), in_file[1]))
+                own.insert(str(line), m, words)
             own_exact.setdefault(key, line)
         return flags
-
-    def _near(self, line: int, m: MinHash, own: MinHashLSH, own_hashes: dict[str, MinHash]) -> Iterable[DuplicateFlag]:
-        best: DuplicateFlag | None = None
-        for name in self._lsh.query(m):
-            similarity = m.jaccard(self._hashes[name])
-            contribution, of_line = (int(x) for x in name.split(":"))
-            if similarity >= self.threshold and (best is None or similarity > best.similarity):
-                best = DuplicateFlag(line, "near", contribution, of_line, similarity)
-        for name in own.query(m):
-            similarity = m.jaccard(own_hashes[name])
-            if similarity >= self.threshold and (best is None or similarity > best.similarity):
-                best = DuplicateFlag(line, "near", None, int(name), similarity)
-        return [best] if best is not None else []
