@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from provenant.factory.selection import (Candidate, SelectionError, SelectionFilters, plan_selection, row_key,
-                                         summarize)
+                                         row_texts, summarize)
 from rows_support import write_jsonl
 
 ALICE, BOB, CAROL = "0x" + "a" * 40, "0x" + "b" * 40, "0x" + "c" * 40
@@ -96,8 +97,11 @@ def test_filters_round_trip_through_json() -> None:
     filters = SelectionFilters(contributors=(ALICE,), from_time=5, max_rows={2: 3}, weights={1: 1.5}, held_out=0.2)
     assert SelectionFilters.from_dict(json.loads(json.dumps(filters.to_dict()))) == filters
     assert SelectionFilters.from_dict(SelectionFilters(dedup=False).to_dict()) == SelectionFilters(dedup=False)
-    older = {k: v for k, v in SelectionFilters().to_dict().items() if k != "dedup"}
+    older = {k: v for k, v in SelectionFilters().to_dict().items() if k not in ("dedup", "near_repeats")}
     assert SelectionFilters.from_dict(older).dedup is False  # frozen before the step: its rows trained as they came
+    exact_only = {k: v for k, v in SelectionFilters().to_dict().items() if k != "near_repeats"}
+    assert SelectionFilters.from_dict(exact_only) == SelectionFilters(near_repeats=False)  # before near repeats
+    assert SelectionFilters(dedup=False).near_repeats is False  # near repeats are a part of dedup
 
 
 def _keyed(cid: int, datanet: int, who: str, rows: list[dict], block: int) -> Candidate:
@@ -137,6 +141,28 @@ def test_each_distinct_row_trains_once_and_the_earliest_copy_is_the_one() -> Non
     assert all(p.all_rows and not p.repeats for p in kept.values())
     with pytest.raises(SelectionError, match="2 row keys for 6 rows"):
         plan_selection([Candidate(1, 1, ALICE, 6, 10, 120, row_keys=("a", "b"))], SelectionFilters(), seed=3)
+
+
+def test_a_near_copy_of_an_earlier_contributions_row_is_a_repeat_but_variants_inside_one_file_train() -> None:
+    own = [{"text": "my card was charged twice for the same order", "label": "billing"},
+           {"text": "the app crashes when i open settings", "label": "bug"},
+           {"text": "the app crashes when i open settings today", "label": "bug"}]  # a variant of row 1: trains
+    edited = [{"text": "my card was charged twice for the very same order", "label": "billing"},  # words added
+              {"text": "the app crashes when i open the settings page", "label": "bug"},  # words added
+              {"text": "my card was charged twice for the same order", "label": "refund"}]  # another label
+    candidates = [replace(_keyed(1, 1, ALICE, own, 10), row_texts=row_texts(own)),
+                  replace(_keyed(2, 1, BOB, edited, 11), row_texts=row_texts(edited))]
+    plans = {p.contribution_id: p for p in plan_selection(candidates, SelectionFilters(), seed=3)}
+    assert plans[1].all_rows and plans[1].repeats == ()
+    assert (plans[2].train, plans[2].repeats) == ((2,), (0, 1))
+    exact_only = {p.contribution_id: p for p in plan_selection(candidates, SelectionFilters(near_repeats=False), 3)}
+    assert exact_only[2].all_rows  # how a selection frozen before near repeats replans
+    without_alice = {p.contribution_id: p for p in plan_selection(candidates, SelectionFilters(
+        exclude_contributors=(ALICE,)), seed=3)}
+    assert without_alice[2].all_rows
+    assert row_texts([{"prompt": "q", "completion": " a"}]) == ()  # causal rows: exact repeats only
+    with pytest.raises(SelectionError, match="2 row texts for 3 rows"):
+        plan_selection([replace(candidates[0], row_texts=row_texts(own)[:2])], SelectionFilters(), seed=3)
 
 
 # -- on a real chain: an LM trained end to end through `provenant train`, then `verify model` ---------------
@@ -246,8 +272,6 @@ def test_provenant_train_makes_a_filtered_lm_that_verifies(anvil, chain, deploye
 
     verdict = verify_model(chain, deployed, store, 1)
     assert verdict.ok, verdict.reasons
-    from dataclasses import replace
-
     from provenant.factory.recheck import selection_problems
 
     assert selection_problems(chain, deployed, store, manifest) == []

@@ -19,7 +19,7 @@ from bench.attribution import metrics
 from bench.attribution.methods import MethodOutput
 from bench.attribution.tasks import BULK_CONTRIBUTOR, CONTRIBUTORS, SYBIL, SYBIL_VICTIM, Row, Task
 from provenant.attribution.aggregate import ANSWER_RULE
-from provenant.factory.selection import row_key
+from provenant.factory.selection import Candidate, find_repeats, row_key, row_texts
 
 
 @dataclass
@@ -105,25 +105,33 @@ def _run_method(name: str, runner: Callable[[Trained, Sequence[Row], bool], Meth
 
 
 def row_heads(task: Task) -> np.ndarray:
-    """For each training row, the position of the earliest row that is the same training row
-    (`selection.row_key`, as the Factory decides it; rows are in contribution order)."""
+    """For each training row, the position of the earliest row with the same `selection.row_key`:
+    its verbatim copies (rows are in contribution order)."""
     first: dict[str, int] = {}
-    heads = []
-    for i, row in enumerate(task.train):
-        fields = {"text": row.text, "label": row.label} if task.kind == "classification" else \
-            {"prompt": row.text, "completion": row.label}
-        heads.append(first.setdefault(row_key(fields), i))
-    return np.asarray(heads, dtype=np.int64)
+    return np.asarray([first.setdefault(row_key(_fields(task, row)), i) for i, row in enumerate(task.train)],
+                      dtype=np.int64)
 
 
-def distinct_rows(heads: np.ndarray, ids: Sequence[int]) -> np.ndarray:
-    """The rows among `ids` that the Factory trains: each distinct row once, its earliest copy there."""
-    kept, seen = [], set()
-    for i in sorted(int(i) for i in ids):
-        if heads[i] not in seen:
-            seen.add(heads[i])
-            kept.append(i)
-    return np.asarray(kept, dtype=np.int64)
+def _fields(task: Task, row: Row) -> dict[str, str]:
+    return {"text": row.text, "label": row.label} if task.kind == "classification" else \
+        {"prompt": row.text, "completion": row.label}
+
+
+def distinct_rows(task: Task, ids: Sequence[int]) -> np.ndarray:
+    """The rows among `ids` that the Factory trains, one contribution per contributor: its own
+    `selection.find_repeats` decides which rows repeat earlier ones (exactly, or near-copying an
+    earlier contribution's classification row)."""
+    ids = sorted(int(i) for i in ids)
+    candidates, members = [], []
+    for number, contributor in enumerate(CONTRIBUTORS, start=1):
+        mine = [i for i in ids if task.train[i].contributor == contributor]
+        fields = [_fields(task, task.train[i]) for i in mine]
+        candidates.append(Candidate(number, 1, contributor, len(mine), 0, 0, tuple(row_key(f) for f in fields),
+                                    row_texts(fields)))
+        members.append(mine)
+    repeats = find_repeats(candidates, near=True)
+    return np.asarray([i for c, mine in zip(candidates, members) for k, i in enumerate(mine)
+                       if (c.contribution_id, k) not in repeats], dtype=np.int64)
 
 
 def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, sybil_seeds: int = 1,
@@ -137,8 +145,12 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
     averaged (each seed against the full model of the same seed): one retrain's change is of the
     order of the seed-to-seed noise for most contributors."""
     heads = row_heads(task) if dedup else np.arange(len(task.train))
+
+    def trained_rows(ids: Sequence[int]) -> np.ndarray:
+        return distinct_rows(task, ids) if dedup else np.asarray(sorted(int(i) for i in ids), dtype=np.int64)
+
     train_rows = backend.train
-    backend = replace(backend, train=lambda ids, s: train_rows(distinct_rows(heads, ids), s))
+    backend = replace(backend, train=lambda ids, s: train_rows(trained_rows(ids), s))
     all_ids = np.arange(len(task.train))
     log(f"{task.name}: training the full model on {len(all_ids)} rows")
     full = backend.train(all_ids, 0)
@@ -154,7 +166,7 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
     full_rows, fulls_by_seed = full.ids.tolist(), {0: full}
 
     def retrain(ids: Sequence[int], train_seed: int) -> Trained:
-        if distinct_rows(heads, ids).tolist() != full_rows:
+        if trained_rows(ids).tolist() != full_rows:
             return backend.train(ids, train_seed)
         if train_seed not in fulls_by_seed:
             fulls_by_seed[train_seed] = backend.train(ids, train_seed)

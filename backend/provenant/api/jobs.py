@@ -57,7 +57,8 @@ class FiltersIn(BaseModel):
     max_rows: dict[int, int] = Field(default_factory=dict, description="Datanet id -> at most this many rows")
     weights: dict[int, float] = Field(default_factory=dict, description="Datanet id -> sampling weight")
     held_out: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of each Datanet held out for evaluation")
-    dedup: bool = Field(True, description="train each distinct row once: later exact repeats are dropped")
+    dedup: bool = Field(True, description="train each distinct row once: later exact repeats, and classification "
+                                          "rows near-copying an earlier contribution's row, are dropped")
 
 
 class JobIn(BaseModel):

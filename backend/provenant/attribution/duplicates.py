@@ -17,8 +17,8 @@ means either test (MinHash/LSH over character 5-grams finds the candidates, then
   (95% of the shorter text's 5-grams) joined 0-4 of 40 honest rows and missed every middle insertion.
   A replaced word is caught only when the Jaccard test sees it.
 Groups form in (contribution id, row index) order: a row joins the group of the earliest earlier
-head it is a near duplicate of, or heads a new group. Groups never merge, so near-duplicate pairs do
-not chain: a copy cannot fold its victim's distinct rows into one group worth a single row.
+row it is a near duplicate of, or heads a new group. Groups never merge, so a copy cannot fold its
+victim's distinct rows into one group worth a single row.
 
 Credit rule (public, deterministic): the group's credit is the MEAN of its members' scores, so a
 group is worth one copy. Policy "first" (the default) gives it all to the earliest member, ordered
@@ -80,7 +80,7 @@ def duplicate_groups(texts: Sequence[str], labels: Sequence[object], order: Sequ
     for pos, key in enumerate(zip(lab, norm)):
         head[pos] = first_seen.setdefault(key, pos)
     if threshold is not None and (threshold < 1.0 or words_added):  # near-duplicate search is on
-        _join_near_heads(sorted(first_seen.values()), norm, lab, _NearTest(threshold, words_added), head)
+        _join_near_groups(sorted(first_seen.values()), norm, lab, _NearTest(threshold, words_added), head)
     canonical = np.empty(n, dtype=np.int64)
     for pos in range(n):
         canonical[rank[pos]] = rank[head[head[pos]]]  # an exact copy follows its first occurrence's group
@@ -107,27 +107,26 @@ class _NearTest:
         return self.words_added and adds_words(*words)
 
 
-def _join_near_heads(positions: list[int], norm: list[str], lab: list[str], test: _NearTest, head: list[int]) -> None:
-    """Each distinct text joins the group of the earliest earlier head it is a near duplicate of (same
-    label), or heads a group itself. Groups never merge, so rows cannot chain: under a union of
-    every near pair, a Sybil's edited copies, each near its original and near each other, joined a
-    victim's 20 distinct rows into one group worth one row (a test caught it)."""
+def _join_near_groups(positions: list[int], norm: list[str], lab: list[str], test: _NearTest, head: list[int]) -> None:
+    """Each distinct text joins the group of the earliest earlier row it is a near duplicate of (same
+    label), or heads a group itself. Groups never merge: under a union of every near pair, a Sybil's
+    edited copies, each near its original and near each other, joined a victim's 20 distinct rows
+    into one group worth one row (a test caught it)."""
     from datasketch import MinHash, MinHashLSH  # imported on first use: it pulls in scipy
 
-    lsh = MinHashLSH(threshold=test.candidate_jaccard, num_perm=NUM_PERM)  # heads only; then an exact check
+    lsh = MinHashLSH(threshold=test.candidate_jaccard, num_perm=NUM_PERM)  # candidates, then an exact check
     shingles: dict[int, set[str]] = {}
     words: dict[int, list[str]] = {}
     for pos in positions:  # ascending: earlier rows first
-        grams, row_words = _shingles(norm[pos]), words_of(norm[pos])
+        shingles[pos], words[pos] = _shingles(norm[pos]), words_of(norm[pos])
         m = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED)
-        m.update_batch([g.encode() for g in sorted(grams)])
-        joined = next((h for h in sorted(int(name) for name in lsh.query(m))
-                       if lab[h] == lab[pos] and test.joins((shingles[h], grams), (words[h], row_words))), None)
-        if joined is None:
-            shingles[pos], words[pos] = grams, row_words
-            lsh.insert(str(pos), m)
-        else:
-            head[pos] = joined
+        m.update_batch([g.encode() for g in sorted(shingles[pos])])
+        match = next((other for other in sorted(int(name) for name in lsh.query(m))
+                      if lab[other] == lab[pos] and test.joins((shingles[other], shingles[pos]),
+                                                               (words[other], words[pos]))), None)
+        if match is not None:
+            head[pos] = head[match]
+        lsh.insert(str(pos), m)
 
 
 @dataclass(frozen=True)

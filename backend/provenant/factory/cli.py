@@ -53,7 +53,9 @@ def train(name: str, datanets: Annotated[str, typer.Option(help="comma-separated
           weight: Annotated[Optional[list[str]], typer.Option(help="DATANET=W sampling weight (repeatable)")] = None,
           held_out: Annotated[float, typer.Option(help="fraction of each Datanet held out for evaluation")] = 0.1,
           keep_repeats: Annotated[bool, typer.Option(help="train a row as often as it was submitted (default: each "
-                                                          "distinct row once, its earliest copy)")] = False,
+                                                          "distinct row once, its earliest copy; a classification "
+                                                          "row near-copying an earlier contribution's row is a "
+                                                          "repeat too)")] = False,
           parent: Annotated[int, typer.Option(help="register as a new version of this model id (yours)")] = 0,
           quantize_base: Annotated[str, typer.Option(help="none, or nf4: QLoRA over a 4-bit base (causal LMs; "
                                                          "needs a CUDA GPU and bitsandbytes)")] = "none",

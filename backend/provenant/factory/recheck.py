@@ -19,7 +19,7 @@ from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts
 from provenant.factory.lineage import Manifest
 from provenant.datanets.service import DatanetService
-from provenant.factory.selection import Candidate, SelectionFilters, plan_selection, row_key
+from provenant.factory.selection import Candidate, SelectionFilters, plan_selection, row_key, row_texts
 from provenant.store.blockstore import ContentError, ContentStore
 
 
@@ -59,9 +59,9 @@ def selection_problems(client: ChainClient, contracts: Contracts, store: Content
             block = int(log["blockNumber"])
             blocks[int(log["args"]["contributionId"])] = (block, int(client.w3.eth.get_block(block)["timestamp"]))
     try:
-        keys = _row_keys(client, contracts, store, frozen.values()) if filters.dedup else {}
+        contents = _row_contents(client, contracts, store, frozen.values()) if filters.dedup else {}
         candidates = [Candidate(c["contribution_id"], c["datanet_id"], c["contributor"], c["rows"],
-                                *blocks[c["contribution_id"]], row_keys=keys.get(c["contribution_id"], ()))
+                                *blocks[c["contribution_id"]], *contents.get(c["contribution_id"], ((), ())))
                       for c in frozen.values()]
         replanned = {p.contribution_id: p for p in plan_selection(candidates, filters, int(doc["seed"]))}
     except (KeyError, ValueError) as exc:  # SelectionError is a ValueError, as is unreadable content
@@ -74,12 +74,13 @@ def selection_problems(client: ChainClient, contracts: Contracts, store: Content
     return problems
 
 
-def _row_keys(client: ChainClient, contracts: Contracts, store: ContentStore,
-              frozen: Iterable[dict[str, Any]]) -> dict[int, tuple[str, ...]]:
-    """Contribution id -> the key of each of its rows, from the content store (integrity-checked
-    against the chain's hash); a contribution whose content differs from the frozen one raises."""
+def _row_contents(client: ChainClient, contracts: Contracts, store: ContentStore, frozen: Iterable[dict[str, Any]]
+                  ) -> dict[int, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]]:
+    """Contribution id -> (the key of each of its rows, their (text, label) when classification),
+    from the content store (integrity-checked against the chain's hash); a contribution whose
+    content differs from the frozen one raises."""
     datanets = DatanetService(client, contracts, store)
-    keys: dict[int, tuple[str, ...]] = {}
+    contents: dict[int, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]] = {}
     for c in frozen:
         record = datanets.contribution(c["contribution_id"])
         if (record.cid, record.content_hash) != (c["cid"], c["content_hash"]):
@@ -88,5 +89,5 @@ def _row_keys(client: ChainClient, contracts: Contracts, store: ContentStore,
             rows = datanets.load_rows(record)
         except (ContentError, ValueError, OSError) as exc:  # missing or tampered: the replan cannot be made
             raise ValueError(f"contribution {record.contribution_id}: content unreadable: {exc}") from exc
-        keys[record.contribution_id] = tuple(row_key(row) for row in rows)
-    return keys
+        contents[record.contribution_id] = (tuple(row_key(row) for row in rows), row_texts(rows))
+    return contents
