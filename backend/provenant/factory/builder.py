@@ -28,7 +28,7 @@ from provenant.datanets.validation import rows_hash
 from provenant.factory.evaluation import per_datanet_metrics
 from provenant.factory.lineage import LineageEntry, Manifest, config_hash, lineage_root, sha256_0x
 from provenant.factory.selection import (Candidate, ContributionPlan, SelectionError, SelectionFilters,
-                                         find_repeats, plan_selection, row_key, row_texts, summarize)
+                                         plan_selection, row_key, row_texts, summarize)
 from provenant.factory.replicas import ReplicaFinished
 from provenant.factory.train import Checkpoints, Example, LoraSettings, fit_classifier
 from provenant.serving.lora import CAUSAL_TASK
@@ -211,19 +211,16 @@ class ModelFactory:
         rows = {r.contribution_id: self.datanets.load_rows(r) for r in records}
         keys = {cid: tuple(row_key(row) for row in file_rows) for cid, file_rows in rows.items()}
         texts = {cid: row_texts(file_rows) if filters.near_repeats else () for cid, file_rows in rows.items()}
-
-        def candidates_at(blocks: dict[int, tuple[int, int]]) -> list[Candidate]:
-            return [Candidate(r.contribution_id, r.datanet_id, r.contributor, len(rows[r.contribution_id]),
-                              *blocks[r.contribution_id], row_keys=keys[r.contribution_id],
-                              row_texts=texts[r.contribution_id]) for r in records]
-
-        # With the default filters every contribution passes, so repeats do not depend on blocks.
-        if filters.is_default and not find_repeats(candidates_at({r.contribution_id: (0, 0) for r in records}),
-                                                    filters.near_repeats):
-            return Selection(records=records, rows=rows, task=task, filters=filters, seed=seed)
-        blocks = self._submission_blocks(records, need_time=filters.from_time is not None or filters.to_time is not None)
-        candidates = candidates_at(blocks)
+        dated = any(v is not None for v in (filters.from_block, filters.to_block, filters.from_time, filters.to_time))
+        # Blocks matter only to the date filters (the plan never records them).
+        blocks = (self._submission_blocks(records, need_time=filters.from_time is not None or filters.to_time is not None)
+                  if dated else {r.contribution_id: (0, 0) for r in records})
+        candidates = [Candidate(r.contribution_id, r.datanet_id, r.contributor, len(rows[r.contribution_id]),
+                                *blocks[r.contribution_id], row_keys=keys[r.contribution_id],
+                                row_texts=texts[r.contribution_id]) for r in records]
         plans = {p.contribution_id: p for p in plan_selection(candidates, filters, seed)}
+        if filters.is_default and not any(p.repeats for p in plans.values()):  # every row trains, once
+            return Selection(records=records, rows=rows, task=task, filters=filters, seed=seed)
         kept = tuple(r for r in records if r.contribution_id in plans)
         return Selection(records=kept, rows={r.contribution_id: rows[r.contribution_id] for r in kept}, plans=plans,
                          task=task, filters=filters, seed=seed)
