@@ -19,6 +19,7 @@ import numpy as np
 from bench.attribution import lm_model, methods, ours
 from bench.attribution.harness import Backend, Trained
 from bench.attribution.methods import GradientFeatures, MethodOutput
+from bench.attribution.ours import SNAPSHOT_ARM
 from bench.attribution.tasks import CAUSAL_SKILL_NAMES, Row, Task
 
 
@@ -31,11 +32,12 @@ class LmConfig:
 
 
 class LmBackend:
-    def __init__(self, task: Task, config: LmConfig, peers: Sequence[str] = ()):
+    def __init__(self, task: Task, config: LmConfig, peers: Sequence[str] = (), snapshot_arm: bool = False):
         self.task, self.config = task, config
         self.test_rows = list(task.test)
         self._features: dict[int, GradientFeatures] = {}
         self.peers = list(peers)
+        self.snapshot_arm = snapshot_arm
         self.per_skill: list[dict] = []  # one entry per trained model (the base first), for the report
 
     def _log_skills(self, label: str, losses: np.ndarray, correct: np.ndarray) -> None:
@@ -99,6 +101,38 @@ class LmBackend:
                                    (feats.train_seconds, feats.test_seconds), need_self,
                                    [r.text + "\n" + r.label for r in rows])
 
+    def run_ours_snapshots(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
+        """ours.sum_over_snapshots at TracIn's LoRA snapshots (`epoch_checkpoints`, replayed: the replay
+        is not counted in build time, as for TracIn). Each snapshot's gradients are taken on the trained
+        model with that snapshot's LoRA tensors loaded; the final tensors are put back afterwards."""
+        import torch
+
+        epochs, snapshots = self.epoch_checkpoints(trained, rows)
+        model = trained.model.model
+        params = dict(lm_model.trainable(model))
+        final = {n: p.detach().clone() for n, p in params.items()}
+        layout = tuple((n, p.numel()) for n, p in params.items())
+        texts = [r.text + "\n" + r.label for r in rows]
+        outputs = []
+        try:
+            for k, snapshot in enumerate(snapshots):
+                with torch.no_grad():
+                    for n, p in params.items():
+                        p.copy_(snapshot[n])
+                started = time.perf_counter()
+                train = lm_model.per_example_gradients(model, rows)
+                train_s = time.perf_counter() - started
+                started = time.perf_counter()
+                test = lm_model.per_example_gradients(model, self.test_rows)
+                test_s = time.perf_counter() - started
+                outputs.append(ours.ours_projected(SNAPSHOT_ARM, layout, train, test, (train_s, test_s),
+                                                   need_self and k == len(snapshots) - 1, texts))
+        finally:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(final[n])
+        return ours.sum_over_snapshots(SNAPSHOT_ARM, outputs, epochs)
+
     def run_grad_dot(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
         return methods.grad_dot(self.features(trained, rows), need_self)
 
@@ -124,6 +158,8 @@ class LmBackend:
     def backend(self) -> Backend:
         runners = {"ours": self.run_ours, "grad-dot": self.run_grad_dot, "DataInf": self.run_datainf,
                    "TF-IDF": self.run_tfidf, "base embedding": self.run_embedding}
+        if self.snapshot_arm:
+            runners[SNAPSHOT_ARM] = self.run_ours_snapshots
         if self.peers:
             from bench.attribution import peers_lm
 

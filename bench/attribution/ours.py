@@ -24,6 +24,7 @@ from provenant.factory.train import Example
 from provenant.serving.engine import Classifier
 
 PROJECTION_DIM = 1024
+SNAPSHOT_ARM = "ours, every epoch"  # the snapshot design arm (sum_over_snapshots)
 
 
 def _curvature():  # type: ignore[no-untyped-def]
@@ -71,6 +72,19 @@ def ours_classification(classifier: Classifier, train_rows: Sequence[Row], test_
             else "self-influence (engine score of a row for its own label)")
     out = MethodOutput("ours", scores, self_scores, kind, build, query, stored, [engine_description()])
     return out, index
+
+
+def sum_over_snapshots(name: str, outputs: Sequence[MethodOutput], snapshot_epochs: Sequence[int]) -> MethodOutput:
+    """The snapshot design arm: one engine index per epoch-end adapter (its own gradients, curvature and
+    duplicate groups), each query scored against every snapshot at that snapshot's weights, the scores
+    summed (TracIn's checkpoint sum, with ours' preconditioning in each term). Mislabel scores are the
+    final adapter's (the last output); build, query and bytes add up over the snapshots."""
+    final = outputs[-1]
+    note = (f"one index per epoch-end adapter (epochs {', '.join(map(str, snapshot_epochs))}), scores summed; "
+            f"design arm, not the product (the Factory indexes the final adapter only)")
+    return MethodOutput(name, sum(o.scores for o in outputs), final.self_scores, final.self_kind,
+                        sum(o.build_seconds for o in outputs), sum(o.query_seconds for o in outputs),
+                        sum(o.bytes_per_example for o in outputs), [note])
 
 
 def tile_index(index: attribution_index.AttributionIndex, n_rows: int) -> attribution_index.AttributionIndex:

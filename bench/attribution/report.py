@@ -49,7 +49,8 @@ def verdict(result: TaskResult) -> list[str]:
     ours = next((m for m in result.methods if m.name == "ours" and not m.error), None)
     if ours is None:
         return ["ours failed: no verdict"]
-    anchors = [m for m in result.methods if m.name != "ours" and not m.error]
+    # anchors are the peers and baselines: ours' own design arms ("ours ...") are not anchors
+    anchors = [m for m in result.methods if not m.name.startswith("ours") and not m.error]
     out = []
     for key in QUALITY:
         mine = getattr(ours, key)
@@ -81,6 +82,14 @@ def verdict(result: TaskResult) -> list[str]:
                f"is {result.loo_share.get(BULK_CONTRIBUTOR, 0.0) * 100:.1f}%")
     out.append(f"- index build {ours.build_over_training:.2f}x training time (target <= 1x: "
                f"{'met' if ours.build_over_training <= 1 else 'missed'})")
+    for arm in (m for m in result.methods if m.name.startswith("ours") and m.name != "ours" and not m.error):
+        parts = []
+        for key in QUALITY:
+            best = max(anchors, key=lambda m: -1e9 if math.isnan(getattr(m, key)) else getattr(m, key), default=None)
+            lead = "" if best is None else (" (leads)" if getattr(arm, key) > getattr(best, key) else " (behind)")
+            parts.append(f"{key} {_f(getattr(arm, key))}{lead}")
+        out.append(f"- design arm '{arm.name}': " + ", ".join(parts) + f", Sybil gain {_pct(arm.sybil_gain)}, "
+                   f"build {arm.build_over_training:.2f}x training")
     return out
 
 
