@@ -57,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--design-arms", nargs="*", default=[],
                         help="extra 'ours' arms on the classification task, as curvature:damping (e.g. global:30 "
                              "module:3): the engine's recipe with other settings, on the same gradients")
-    parser.add_argument("--snapshot-arm", action="store_true",
-                        help="add the design arm 'ours, every epoch': the engine's index at every epoch-end "
-                             "adapter, scores summed (TracIn's checkpoint sum, preconditioned)")
+    parser.add_argument("--final-only-arm", action="store_true",
+                        help="add the design arm 'ours, final adapter only': the engine indexing the final "
+                             "adapter alone (IndexSettings(snapshots=1)), as sessions 1-8 shipped it")
     parser.add_argument("--lm-pretrain-steps", type=int, default=1200,
                         help="causal task: pretrain the small Llama base this many steps on generated string "
                              "primitives first (cached under bench/.cache/attribution; ~6 min once); 0: its random init")
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         task = classification_task(rows_per_skill=per_skill, bulk_rows=args.bulk_rows or 3 * per_skill,
                                    test_per_skill=16 if args.quick else 20, sybil_edit=args.sybil_edit)
         arms = [(a.split(":")[0], float(a.split(":")[1])) for a in args.design_arms]
-        backend = ClsBackend(task, ClsConfig(), peers, arms, args.snapshot_arm)
+        backend = ClsBackend(task, ClsConfig(), peers, arms, args.final_only_arm)
         result = run_task(task, backend.backend(), lds_retrains=lds, sybil_seeds=args.sybil_seeds,
                           dedup=not args.keep_repeats, loo_seeds=args.loo_seeds)
         result.extra.update({f"ours per-answer latency at 10,000 training rows ({k})": f"{v:.1f} ms"
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench.attribution.lm_model import LmSettings
 
         backend = LmBackend(task, LmConfig(LmSettings(pretrain_steps=args.lm_pretrain_steps)), peers,
-                            args.snapshot_arm)
+                            args.final_only_arm)
         result = run_task(task, backend.backend(), lds_retrains=args.lds or 0, sybil_seeds=args.sybil_seeds,
                           dedup=not args.keep_repeats, loo_seeds=args.loo_seeds)
         result.extra.update({f"per-skill test loss / exact match ({e['model']})":

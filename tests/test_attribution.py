@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from provenant.attribution.gradients import (Projector, per_example_gradients, per_example_gradients_loop,
+from provenant.attribution.gradients import (Projector, per_example_gradients, per_example_gradients_batched,
+                                             per_example_gradients_loop, per_example_gradients_vmap,
                                              set_projection_cache)
 from provenant.attribution.aggregate import ContributionMeta
 from provenant.attribution.index import (AttributionIndex, IndexSettings, attribute, attribute_many, build_index,
@@ -76,7 +77,8 @@ def test_index_round_trips_through_bytes(classifier, index) -> None:
     assert np.array_equal(loaded.row_indices, [ex.row_index for ex in ROWS])
     assert np.array_equal(attribute(classifier, loaded, QUERIES["finance"]), attribute(classifier, index, QUERIES["finance"]))
     assert len(data) / len(ROWS) < SETTINGS.projection_dim * 4 + 64
-    assert IndexSettings().projection_dim * 4 + 40 <= 16 * 1024  # default: 4,136 bytes per example
+    defaults = IndexSettings()  # default: 3 snapshots x 1,024 floats + 40 bytes = 12,328 bytes per example
+    assert defaults.snapshots * defaults.projection_dim * 4 + 40 <= 16 * 1024
     with pytest.raises(ValueError, match="not an attribution index"):
         AttributionIndex.from_bytes(b"junk")
 
@@ -130,13 +132,18 @@ def test_model_valuation_finds_the_mislabelled_row_harmful_and_clean_contributio
 
 
 @pytest.mark.slow
-def test_vmapped_gradients_match_the_one_at_a_time_loop(classifier) -> None:
+def test_batched_and_vmapped_gradients_match_the_one_at_a_time_loop(classifier) -> None:
     rows = ROWS[:20]
     texts, ids = [ex.text for ex in rows], [classifier.label_to_id[ex.label] for ex in rows]
-    batched = per_example_gradients(classifier, texts, ids)
+    batched = per_example_gradients(classifier, texts, ids)  # the product's path: hooks, micro-batches
     looped = per_example_gradients_loop(classifier, texts, ids)
     assert batched.shape == looped.shape == (20, sum(p.numel() for p in classifier.model.parameters() if p.requires_grad))
     torch.testing.assert_close(batched, looped, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(per_example_gradients_vmap(classifier, texts, ids), looped, rtol=1e-4, atol=1e-6)
+    # rows of many lengths in micro-batches of 3 (padding within each) give the same rows' gradients
+    torch.testing.assert_close(per_example_gradients_batched(classifier, texts, ids, micro_batch=3), looped,
+                               rtol=1e-4, atol=1e-6)
+    assert torch.equal(per_example_gradients(classifier, texts, ids), batched)  # bit-identical run to run
 
 
 @pytest.mark.slow

@@ -133,6 +133,8 @@ def test_a_cancelled_then_resumed_training_ends_with_the_uninterrupted_adapter()
     resumed = train_classifier(rows, settings, checkpoints=checkpoints)
     assert resumed.adapter_bytes == straight.adapter_bytes
     assert resumed.metrics["train_loss"] == straight.metrics["train_loss"]
+    # every epoch's adapter, for attribution snapshots: the resume state carries the earlier ones
+    assert resumed.epoch_adapters == straight.epoch_adapters and len(straight.epoch_adapters) == 3
 
 
 @pytest.mark.slow

@@ -12,14 +12,13 @@ import torch
 from bench.attribution import cls_model, methods, ours
 from bench.attribution.harness import Backend, Trained
 from bench.attribution.methods import GradientFeatures, MethodOutput
-from bench.attribution.ours import SNAPSHOT_ARM
+from bench.attribution.ours import FINAL_ONLY_ARM
 from bench.attribution.tasks import Row, Task
 from provenant.attribution.gradients import per_example_gradients
 from provenant.factory.base_models import load_base_model
 from provenant.attribution.index import IndexSettings
 from provenant.factory.model import encode, trainable_parameters
 from provenant.factory.train import LoraSettings
-from provenant.serving.engine import Classifier
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class ClsConfig:
 
 class ClsBackend:
     def __init__(self, task: Task, config: ClsConfig, peers: Sequence[str] = (),
-                 design_arms: Sequence[tuple[str, float]] = (), snapshot_arm: bool = False):
+                 design_arms: Sequence[tuple[str, float]] = (), final_only_arm: bool = False):
         self.task, self.config = task, config
         self._features: dict[int, GradientFeatures] = {}
         self._indexes: dict[int, object] = {}
@@ -38,7 +37,7 @@ class ClsBackend:
         self.latency: dict[str, float] = {}
         self.peers = list(peers)
         self.design_arms = list(design_arms)
-        self.snapshot_arm = snapshot_arm
+        self.final_only_arm = final_only_arm
 
     # -- training ---------------------------------------------------------------------------
     def train(self, ids: Sequence[int], seed: int = 0) -> Trained:
@@ -67,21 +66,18 @@ class ClsBackend:
 
     # -- methods ----------------------------------------------------------------------------
     def run_ours(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
-        out, index = ours.ours_classification(trained.model.classifier, rows, self.test_rows, need_self)
+        out, index = ours.ours_classification(trained.model.classifier, rows, self.test_rows, need_self,
+                                              trained.model.epoch_adapters)
         if need_self and "ours_10k_ms" not in self.latency:  # per-answer latency at 10,000 training rows
             clf = trained.model.classifier
             self.latency["ours_10k_ms"] = 1000 * ours.latency_at(clf, index, self.test_rows, 10_000, 0)
             self.latency["ours_10k_cached_ms"] = 1000 * ours.latency_at(clf, index, self.test_rows, 10_000, 400 << 20)
         return out
 
-    def run_ours_snapshots(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
-        """ours.sum_over_snapshots over the trainer's epoch-end adapters (the last is the final model)."""
-        adapters = trained.model.epoch_adapters
-        outputs = []
-        for k, adapter in enumerate(adapters):
-            clf = Classifier.load(adapter, trained.model.config)
-            outputs.append(ours.ours_classification(clf, rows, self.test_rows, need_self and k == len(adapters) - 1)[0])
-        return ours.sum_over_snapshots(SNAPSHOT_ARM, outputs, list(range(1, len(adapters) + 1)))
+    def run_ours_final_only(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
+        """The engine as sessions 1-8 shipped it: the final adapter only (IndexSettings(snapshots=1))."""
+        return ours.ours_classification(trained.model.classifier, rows, self.test_rows, need_self,
+                                        name=FINAL_ONLY_ARM, snapshots=1)[0]
 
     def design_arm(self, curvature: str, damping: float):  # type: ignore[no-untyped-def]
         """'ours' with other curvature settings, on the same full gradients as grad-dot (no extra backward)."""
@@ -128,8 +124,8 @@ class ClsBackend:
 
     def backend(self) -> Backend:
         runners = {"ours": self.run_ours}
-        if self.snapshot_arm:
-            runners[SNAPSHOT_ARM] = self.run_ours_snapshots
+        if self.final_only_arm:
+            runners[FINAL_ONLY_ARM] = self.run_ours_final_only
         for curvature, damping in self.design_arms:
             runners[f"ours {curvature} {damping:g}"] = self.design_arm(curvature, damping)
         runners.update({"grad-dot": self.run_grad_dot, "DataInf": self.run_datainf,

@@ -19,8 +19,9 @@ import numpy as np
 from bench.attribution import lm_model, methods, ours
 from bench.attribution.harness import Backend, Trained
 from bench.attribution.methods import GradientFeatures, MethodOutput
-from bench.attribution.ours import SNAPSHOT_ARM
+from bench.attribution.ours import FINAL_ONLY_ARM
 from bench.attribution.tasks import CAUSAL_SKILL_NAMES, Row, Task
+from provenant.attribution.index import IndexSettings
 
 
 TRACIN_EVERY = 3  # epochs between TracIn's LoRA snapshots: 4 over the default 12 (classification: 3 of 3)
@@ -32,12 +33,12 @@ class LmConfig:
 
 
 class LmBackend:
-    def __init__(self, task: Task, config: LmConfig, peers: Sequence[str] = (), snapshot_arm: bool = False):
+    def __init__(self, task: Task, config: LmConfig, peers: Sequence[str] = (), final_only_arm: bool = False):
         self.task, self.config = task, config
         self.test_rows = list(task.test)
         self._features: dict[int, GradientFeatures] = {}
         self.peers = list(peers)
-        self.snapshot_arm = snapshot_arm
+        self.final_only_arm = final_only_arm
         self.per_skill: list[dict] = []  # one entry per trained model (the base first), for the report
 
     def _log_skills(self, label: str, losses: np.ndarray, correct: np.ndarray) -> None:
@@ -80,58 +81,50 @@ class LmBackend:
 
     def epoch_checkpoints(self, trained: Trained, rows: Sequence[Row],
                           every: int = TRACIN_EVERY) -> tuple[list[int], list[dict]]:
-        """LoRA tensors after every `every` epochs of the run that produced `trained` (for TracIn).
+        """LoRA tensors after every `every` epochs of the run that produced `trained` (for TracIn),
+        from the states the trainer keeps after each epoch (as the Factory's training loop does)."""
+        epochs = list(range(every, self.config.settings.epochs, every)) + [self.config.settings.epochs]
+        return epochs, [trained.model.epoch_states[e - 1] for e in epochs]
 
-        train_lm keeps no snapshots, but it is seeded and deterministic with a constant learning rate:
-        training the same rows for e epochs replays the first e epochs of the full run exactly."""
-        epochs = list(range(every, self.config.settings.epochs, every))
-        snapshots = []
-        for e in epochs:
-            replay = lm_model.train_lm(list(rows), replace(self.config.settings, epochs=e, seed=trained.seed)).model
-            snapshots.append({n: p.detach().clone() for n, p in lm_model.trainable(replay)})
-        snapshots.append({n: p.detach().clone() for n, p in lm_model.trainable(trained.model.model)})
-        return epochs + [self.config.settings.epochs], snapshots
-
-    def run_ours(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
+    def _ours(self, name: str, trained: Trained, rows: Sequence[Row], need_self: bool, snapshots: int) -> MethodOutput:
+        """The engine's recipe on this task's gradients at the final adapter and, as the Factory indexes a
+        run, at `snapshots` epoch-end adapters (`snapshots.snapshot_epochs`): each snapshot's gradients
+        are taken on the trained model with that epoch's LoRA tensors loaded, then the final ones are
+        put back."""
         import torch
+
+        from provenant.attribution.snapshots import snapshot_epochs
 
         feats = self.features(trained, rows)
-        layout = tuple((n, p.numel()) for n, p in lm_model.trainable(trained.model.model))
-        return ours.ours_projected("ours", layout, torch.from_numpy(feats.train), torch.from_numpy(feats.test),
-                                   (feats.train_seconds, feats.test_seconds), need_self,
-                                   [r.text + "\n" + r.label for r in rows])
-
-    def run_ours_snapshots(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
-        """ours.sum_over_snapshots at TracIn's LoRA snapshots (`epoch_checkpoints`, replayed: the replay
-        is not counted in build time, as for TracIn). Each snapshot's gradients are taken on the trained
-        model with that snapshot's LoRA tensors loaded; the final tensors are put back afterwards."""
-        import torch
-
-        epochs, snapshots = self.epoch_checkpoints(trained, rows)
         model = trained.model.model
         params = dict(lm_model.trainable(model))
-        final = {n: p.detach().clone() for n, p in params.items()}
         layout = tuple((n, p.numel()) for n, p in params.items())
-        texts = [r.text + "\n" + r.label for r in rows]
-        outputs = []
+        epochs = snapshot_epochs(self.config.settings.epochs, snapshots)
+        at_snapshots, seconds = [], [feats.train_seconds, feats.test_seconds]
         try:
-            for k, snapshot in enumerate(snapshots):
+            for e in epochs[:-1]:
                 with torch.no_grad():
                     for n, p in params.items():
-                        p.copy_(snapshot[n])
+                        p.copy_(trained.model.epoch_states[e - 1][n])
                 started = time.perf_counter()
                 train = lm_model.per_example_gradients(model, rows)
-                train_s = time.perf_counter() - started
+                seconds[0] += time.perf_counter() - started
                 started = time.perf_counter()
-                test = lm_model.per_example_gradients(model, self.test_rows)
-                test_s = time.perf_counter() - started
-                outputs.append(ours.ours_projected(SNAPSHOT_ARM, layout, train, test, (train_s, test_s),
-                                                   need_self and k == len(snapshots) - 1, texts))
+                at_snapshots.append((train, lm_model.per_example_gradients(model, self.test_rows)))
+                seconds[1] += time.perf_counter() - started
         finally:
             with torch.no_grad():
                 for n, p in params.items():
-                    p.copy_(final[n])
-        return ours.sum_over_snapshots(SNAPSHOT_ARM, outputs, epochs)
+                    p.copy_(trained.model.epoch_states[-1][n])
+        return ours.ours_projected(name, layout, torch.from_numpy(feats.train), torch.from_numpy(feats.test),
+                                   (seconds[0], seconds[1]), need_self, [r.text + "\n" + r.label for r in rows],
+                                   snapshot_grads=at_snapshots, snapshot_epochs=epochs if len(epochs) > 1 else ())
+
+    def run_ours(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
+        return self._ours("ours", trained, rows, need_self, IndexSettings().snapshots)
+
+    def run_ours_final_only(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
+        return self._ours(FINAL_ONLY_ARM, trained, rows, need_self, 1)
 
     def run_grad_dot(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
         return methods.grad_dot(self.features(trained, rows), need_self)
@@ -158,8 +151,8 @@ class LmBackend:
     def backend(self) -> Backend:
         runners = {"ours": self.run_ours, "grad-dot": self.run_grad_dot, "DataInf": self.run_datainf,
                    "TF-IDF": self.run_tfidf, "base embedding": self.run_embedding}
-        if self.snapshot_arm:
-            runners[SNAPSHOT_ARM] = self.run_ours_snapshots
+        if self.final_only_arm:
+            runners[FINAL_ONLY_ARM] = self.run_ours_final_only
         if self.peers:
             from bench.attribution import peers_lm
 

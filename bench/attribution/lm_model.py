@@ -14,7 +14,7 @@ import itertools
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -119,6 +119,7 @@ def row_losses(model: nn.Module, rows: Sequence[Row]) -> torch.Tensor:
 class TrainedLm:
     model: nn.Module
     seconds: float
+    epoch_states: list[dict[str, torch.Tensor]] = field(default_factory=list)  # LoRA tensors after each epoch
 
 
 def train_lm(rows: Sequence[Row], settings: LmSettings) -> TrainedLm:
@@ -130,6 +131,7 @@ def train_lm(rows: Sequence[Row], settings: LmSettings) -> TrainedLm:
     order_rng = torch.Generator().manual_seed(settings.seed)
     started = time.perf_counter()
     model.train()
+    epoch_states = []
     for _ in range(settings.epochs):
         order = torch.randperm(len(rows), generator=order_rng).tolist()
         for start in range(0, len(rows), settings.batch_size):
@@ -138,8 +140,9 @@ def train_lm(rows: Sequence[Row], settings: LmSettings) -> TrainedLm:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        epoch_states.append({n: p.detach().clone() for n, p in trainable(model)})  # as the Factory's loop keeps them
     model.eval()
-    return TrainedLm(model, time.perf_counter() - started)
+    return TrainedLm(model, time.perf_counter() - started, epoch_states)
 
 
 @torch.no_grad()
@@ -156,8 +159,23 @@ def exact_match(model: nn.Module, rows: Sequence[Row]) -> np.ndarray:
     return ok.all(dim=1).numpy()
 
 
-def per_example_gradients(model: nn.Module, rows: Sequence[Row]) -> torch.Tensor:
-    """(len(rows), P) float32: gradient of each row's completion loss w.r.t. the LoRA tensors."""
+def per_example_gradients(model: nn.Module, rows: Sequence[Row], micro_batch: int = 32) -> torch.Tensor:
+    """(len(rows), P) float32: gradient of each row's completion loss w.r.t. the LoRA tensors, from one
+    batched backward per micro-batch (the engine's `lora_gradients`, as the product's LM index uses)."""
+    from provenant.attribution.lora_gradients import per_example_linear_gradients
+
+    names = [n for n, _ in trainable(model)]
+    out = torch.empty(len(rows), sum(p.numel() for _, p in trainable(model)), dtype=torch.float32)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i].text) + len(rows[i].label))
+    positions = [order[s:s + micro_batch] for s in range(0, len(order), micro_batch)]
+    batches = [[rows[i] for i in group] for group in positions]
+    model.eval()
+    return per_example_linear_gradients(model, names, batches, lambda batch: row_losses(model, batch).sum(), len,
+                                        out, positions)
+
+
+def per_example_gradients_loop(model: nn.Module, rows: Sequence[Row]) -> torch.Tensor:
+    """Reference: one row at a time, plain autograd (the benchmark's path before session 9)."""
     params = [p for _, p in trainable(model)]
     out = torch.empty(len(rows), sum(p.numel() for p in params))
     for i, row in enumerate(rows):

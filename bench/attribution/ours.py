@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from provenant.factory.train import Example
 from provenant.serving.engine import Classifier
 
 PROJECTION_DIM = 1024
-SNAPSHOT_ARM = "ours, every epoch"  # the snapshot design arm (sum_over_snapshots)
+FINAL_ONLY_ARM = "ours, final adapter only"  # the design arm of sessions 1-8: IndexSettings(snapshots=1)
 
 
 def _curvature():  # type: ignore[no-untyped-def]
@@ -47,11 +48,16 @@ def engine_description() -> str:
 
 
 def ours_classification(classifier: Classifier, train_rows: Sequence[Row], test_rows: Sequence[Row],
-                        need_self: bool) -> tuple[MethodOutput, attribution_index.AttributionIndex]:
+                        need_self: bool, epoch_adapters: Sequence[bytes] = (), name: str = "ours",
+                        snapshots: int | None = None) -> tuple[MethodOutput, attribution_index.AttributionIndex]:
+    """The Factory's index: `build_index` at the final adapter and the run's `epoch_adapters` (the
+    default number of snapshots unless `snapshots` says otherwise), then `attribute_many`."""
     examples = [Example(r.text, r.label, 1 + i, 0) for i, r in enumerate(train_rows)]
     settings = attribution_index.IndexSettings(projection_dim=PROJECTION_DIM, seed=0)
+    if snapshots is not None:
+        settings = replace(settings, snapshots=snapshots)
     started = time.perf_counter()
-    index = attribution_index.build_index(classifier, examples, settings)
+    index = attribution_index.build_index(classifier, examples, settings, epoch_adapters)
     build = time.perf_counter() - started
     started = time.perf_counter()
     scores = attribution_index.attribute_many(classifier, index, [r.text for r in test_rows],
@@ -70,21 +76,9 @@ def ours_classification(classifier: Classifier, train_rows: Sequence[Row], test_
     stored = float(getattr(index, "bytes_per_example", PROJECTION_DIM * 4))
     kind = ("mislabel_scores of the index (neighbour disagreement and self-influence, by rank)" if hasattr(attribution_index, "mislabel_scores")
             else "self-influence (engine score of a row for its own label)")
-    out = MethodOutput("ours", scores, self_scores, kind, build, query, stored, [engine_description()])
+    out = MethodOutput(name, scores, self_scores, kind, build, query, stored,
+                       [engine_description(), f"indexed at epochs {list(index.snapshot_epochs) or 'final only'}"])
     return out, index
-
-
-def sum_over_snapshots(name: str, outputs: Sequence[MethodOutput], snapshot_epochs: Sequence[int]) -> MethodOutput:
-    """The snapshot design arm: one engine index per epoch-end adapter (its own gradients, curvature and
-    duplicate groups), each query scored against every snapshot at that snapshot's weights, the scores
-    summed (TracIn's checkpoint sum, with ours' preconditioning in each term). Mislabel scores are the
-    final adapter's (the last output); build, query and bytes add up over the snapshots."""
-    final = outputs[-1]
-    note = (f"one index per epoch-end adapter (epochs {', '.join(map(str, snapshot_epochs))}), scores summed; "
-            f"design arm, not the product (the Factory indexes the final adapter only)")
-    return MethodOutput(name, sum(o.scores for o in outputs), final.self_scores, final.self_kind,
-                        sum(o.build_seconds for o in outputs), sum(o.query_seconds for o in outputs),
-                        sum(o.bytes_per_example for o in outputs), [note])
 
 
 def tile_index(index: attribution_index.AttributionIndex, n_rows: int) -> attribution_index.AttributionIndex:
@@ -127,11 +121,15 @@ def latency_at(classifier: Classifier, index: attribution_index.AttributionIndex
 def ours_projected(name: str, layout: tuple[tuple[str, int], ...], train_grads: torch.Tensor,
                    test_grads: torch.Tensor, grad_seconds: tuple[float, float], need_self: bool,
                    train_texts: Sequence[str], settings: attribution_index.IndexSettings | None = None,
-                   label_ids: Sequence[int] | None = None) -> MethodOutput:
+                   label_ids: Sequence[int] | None = None,
+                   snapshot_grads: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
+                   snapshot_epochs: Sequence[int] = ()) -> MethodOutput:
     """The index recipe on precomputed full gradients: the engine's `Projector` (per-module blocks when
     the settings say so), `index_from_projected` (curvature, duplicate groups, mislabel scores) and
     `score_projected` (duplicate credit sharing). Used for the causal LM and for the classification
-    task's design arms (other curvature settings on the same gradients as 'ours')."""
+    task's design arms (other curvature settings on the same gradients as 'ours').
+    snapshot_grads: (train, test) gradients at each earlier snapshot of the run (epochs `snapshot_epochs`,
+    the final's last): the query is scored at every snapshot, as the product's queries are."""
     settings = settings or attribution_index.IndexSettings(projection_dim=PROJECTION_DIM, seed=0)
     projector = Projector(layout=layout, dim=settings.projection_dim, seed=settings.seed,
                           per_module=settings.per_module)
@@ -141,13 +139,16 @@ def ours_projected(name: str, layout: tuple[tuple[str, int], ...], train_grads: 
         train, contribution_ids=list(range(1, len(train) + 1)), row_indices=[0] * len(train),
         label_ids=list(label_ids) if label_ids is not None else [0] * len(train), texts=list(train_texts),
         settings=settings, adapter_sha256="bench", layout_sha256=projector.layout_sha256,
-        blocks=settings.curvature_blocks(projector))
+        blocks=settings.curvature_blocks(projector),
+        snapshot_projected=[projector.project(g) for g, _ in snapshot_grads],
+        snapshot_adapters=[b"bench epoch %d" % e for e in snapshot_epochs[:-1]], snapshot_epochs=snapshot_epochs)
     build = time.perf_counter() - started + grad_seconds[0]
     started = time.perf_counter()
-    scores = attribution_index.score_projected(index, projector.project(test_grads).numpy())
+    queries = [projector.project(test_grads)] + [projector.project(g) for _, g in snapshot_grads]
+    scores = attribution_index.score_projected(index, torch.cat(queries, dim=1).numpy())
     query = (time.perf_counter() - started + grad_seconds[1]) / len(test_grads)
     self_scores = attribution_index.mislabel_scores(index) if need_self else None
     note = (f"Projector + index_from_projected/score_projected, curvature {settings.curvature}, "
-            f"damping {settings.damping_ratio:g}")
+            f"damping {settings.damping_ratio:g}, indexed at epochs {list(snapshot_epochs) or 'final only'}")
     return MethodOutput(name, scores, self_scores, "mislabel_scores of the index", build, query,
                         float(index.bytes_per_example), [note])

@@ -237,9 +237,8 @@ def run_dattri_tracin_lm(trained: Trained, rows: Sequence[Row], test_rows: Seque
     frac = len(rows) / (len(rows) + len(test_rows))
     return MethodOutput("dattri-TracIn", scores, self_scores, "self-influence (TracIn)", elapsed * frac,
                         elapsed * (1 - frac) / len(test_rows), 512 * 4.0 * len(checkpoints),
-                        [f"dattri 0.3.0 TracInAttributor, LoRA snapshots after epochs {list(epochs)}, proj 512",
-                         "snapshots replayed (train_lm keeps none: the seeded run is retrained to each epoch); "
-                         "the replay is not counted in build time, as a trainer that kept them would pay nothing"])
+                        [f"dattri 0.3.0 TracInAttributor, LoRA snapshots after epochs {list(epochs)} (kept by "
+                         "the trainer, as for ours), proj 512"])
 
 
 def run_dattri_if_lm(trained: Trained, rows: Sequence[Row], test_rows: Sequence[Row], need_self: bool,

@@ -1,6 +1,8 @@
-"""Attribution index: preconditioned projected training gradients at the final adapter, and scoring.
+"""Attribution index: preconditioned projected training gradients at the final adapter (and at earlier
+epoch-end snapshots of the run, `snapshots.py`), and scoring.
 
-score(query, row) = (P g_query) . v_row,  v_row = (F + lambda I)^-1 P g_row * min(1, tau / |P g_row|)
+score(query, row) = sum over snapshots s of (P g_query,s) . v_row,s,
+v_row,s = (F_s + lambda I)^-1 P g_row,s * min(1, tau_s / |P g_row,s|)
 
 g is the gradient of the loss at a label w.r.t. the trainable tensors (LoRA + head), P the seeded
 projection (`gradients.Projector`), F the projected Gauss-Newton matrix of the training rows
@@ -8,12 +10,14 @@ projection (`gradients.Projector`), F the projected Gauss-Newton matrix of the t
 into its own block of coordinates), tau the median training-gradient norm (outliers clipped). Positive means
 up-weighting the row lowers the query's loss at that label, i.e. the row pushed the model toward
 that answer. The curvature is folded into v at build time, so a query
-costs one projected gradient and one (N x D) product, as plain grad-dot does. Scores then pass
+costs one projected gradient per snapshot and one (N x S D) product. Scores then pass
 through `duplicates.share_credit`: exact and near-duplicate rows share one row's credit.
 
-Stored per row: v (D float32), self-influence g^T (F + lambda I)^-1 g (float32), the mislabel score
+Stored per row: v at each of S snapshots (S x D float32; S = 3 by default, the final adapter's
+first), self-influence g^T (F + lambda I)^-1 g (float32), the mislabel score
 (`curvature.mislabel_suspicion`: neighbour disagreement and self-influence, ranked, float32), contribution id, row index, label id and
-duplicate-group head (int64): 4 D + 40 bytes, 4,136 at the default D = 1024 (the budget is 16 KB).
+duplicate-group head (int64): 4 S D + 40 bytes, 12,328 at the default S = 3, D = 1024 (the budget is
+16 KB). The earlier snapshots' adapters are stored once per index.
 
 Determinism: on one machine (same torch build and thread count), the same classifier, examples and
 settings give identical index bytes, and the same query gives identical scores. Batched queries
@@ -37,17 +41,20 @@ from provenant.attribution.curvature import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMP
 from provenant.attribution.duplicates import (DEFAULT_NEAR_THRESHOLD, POLICIES, duplicate_groups,
                                               share_credit)
 from provenant.attribution.gradients import Projector, per_example_gradients
+from provenant.attribution.snapshots import MAX_SNAPSHOTS, adapter_digests, earlier_adapters
 from provenant.factory.train import Example
 from provenant.serving.engine import Classifier
 
-INDEX_FORMAT = "provenant-attribution-index/2"
+INDEX_FORMAT = "provenant-attribution-index/3"  # /3: snapshots (earlier epoch adapters) and their vectors
+READABLE_FORMATS = (INDEX_FORMAT, "provenant-attribution-index/2")  # /2: the final adapter only
 LEGACY_FORMAT = "provenant-attribution-index/1"  # plain grad-dot, no groups: still readable
-PROJECT_BLOCK = 256  # examples whose gradients are held at once (256 x P float32, ~77 MB for MiniLM r=8)
+PROJECT_BLOCK = 256  # examples whose gradients are held at once, per snapshot (256 x P float32, ~77 MB for MiniLM r=8)
 SCORE_BLOCK = 65536  # index rows scored per matrix product
 # "global": one JL projection of the whole gradient, one curvature block (format-2 indexes);
 # "module": each LoRA module / the head projected into its own block, block-diagonal curvature;
 # "module-projection": the per-module projection (cheap queries), one global curvature block.
 CURVATURES = ("global", "module", "module-projection")
+DEFAULT_SNAPSHOTS = 3  # the epoch-end adapters indexed (snapshots.py): every epoch of the Factory's default 3
 # The default stays "global": on the benchmark's classification task (bench/attribution/sweep_eval.py,
 # 16 half-subset retrains) the per-module variants scored LDS 0.52-0.56 against 0.59 and top-1
 # 0.67-0.73 against 0.76-0.80; their gain is speed (the query's projection reads 1/13 of the matrix).
@@ -74,6 +81,9 @@ class IndexSettings:
     duplicate_words_added: bool = True  # a copy with words added is a near duplicate (see duplicates.py)
     credit_policy: str = "first"  # who in a duplicate group gets its credit (see duplicates.py)
     curvature: str = "global"  # see CURVATURES
+    # epoch-end adapters the rows are indexed at, the final one included (`snapshots.py`); each adds
+    # projection_dim floats per row
+    snapshots: int = DEFAULT_SNAPSHOTS
 
     def __post_init__(self) -> None:
         problems = [msg for ok, msg in [
@@ -85,6 +95,9 @@ class IndexSettings:
              "duplicate_threshold must be in (0, 1] or None"),
             (self.credit_policy in POLICIES, f"credit_policy must be one of {POLICIES}"),
             (self.curvature in CURVATURES, f"curvature must be one of {CURVATURES}"),
+            (1 <= self.snapshots <= MAX_SNAPSHOTS, f"snapshots must be in [1, {MAX_SNAPSHOTS}]"),
+            (self.snapshots * self.projection_dim <= 4096,
+             "snapshots x projection_dim must be <= 4096 (at most 16 KB per example)"),
         ] if not ok]
         if problems:
             raise ValueError("invalid index settings: " + "; ".join(problems))
@@ -94,7 +107,7 @@ class IndexSettings:
                 "clip_quantile": self.clip_quantile,
                 "duplicate_threshold": self.duplicate_threshold,
                 "duplicate_words_added": self.duplicate_words_added, "credit_policy": self.credit_policy,
-                "curvature": self.curvature}
+                "curvature": self.curvature, "snapshots": self.snapshots}
 
     @property
     def per_module(self) -> bool:
@@ -109,9 +122,11 @@ class AttributionIndex:
     def __init__(self, gradients: np.ndarray, contribution_ids: np.ndarray, row_indices: np.ndarray,
                  label_ids: np.ndarray, settings: IndexSettings, adapter_sha256: str, layout_sha256: str,
                  self_influence: np.ndarray | None = None, canonical: np.ndarray | None = None,
-                 mislabel: np.ndarray | None = None):
+                 mislabel: np.ndarray | None = None, snapshot_adapters: Sequence[bytes] = (),
+                 snapshot_epochs: Sequence[int] = ()):
         n = len(contribution_ids)
-        self.gradients = np.ascontiguousarray(gradients, dtype=np.float32)  # (N, D): preconditioned unit directions
+        # (N, S x D): the preconditioned unit directions at the final adapter, then at each earlier snapshot
+        self.gradients = np.ascontiguousarray(gradients, dtype=np.float32)
         self.contribution_ids = np.ascontiguousarray(contribution_ids, dtype=np.int64)
         self.row_indices = np.ascontiguousarray(row_indices, dtype=np.int64)
         self.label_ids = np.ascontiguousarray(label_ids, dtype=np.int64)  # into the classifier's labels (LM: 0)
@@ -124,13 +139,21 @@ class AttributionIndex:
         self.settings = settings
         self.adapter_sha256 = adapter_sha256  # the adapter these gradients were taken at
         self.layout_sha256 = layout_sha256  # the trainable-tensor layout the projection was drawn for
+        # the adapters of the earlier snapshots (bytes), and the epochs of all of them, the final's last;
+        # both empty for an index at the final adapter only
+        self.snapshot_adapters = tuple(bytes(a) for a in snapshot_adapters)
+        self.snapshot_epochs = tuple(int(e) for e in snapshot_epochs)
+        self._snapshot_classifiers: dict[str, list[Classifier]] = {}  # loaded on first use, per final adapter
         self.check()
 
     def check(self) -> None:
         """Every per-example array has one entry per row, and the groups point inside the index."""
         n = len(self.contribution_ids)
-        if self.gradients.shape != (n, self.settings.projection_dim):
-            raise AttributionIndexError(f"index vectors are {self.gradients.shape}, expected ({n}, {self.settings.projection_dim})")
+        if self.gradients.shape != (n, self.dim):
+            raise AttributionIndexError(f"index vectors are {self.gradients.shape}, expected ({n}, {self.dim})")
+        if self.snapshot_epochs and len(self.snapshot_epochs) != 1 + len(self.snapshot_adapters):
+            raise AttributionIndexError(f"index names {len(self.snapshot_epochs)} snapshot epochs for "
+                                        f"{1 + len(self.snapshot_adapters)} adapters")
         for name in PER_EXAMPLE_FIELDS[2:]:
             if len(getattr(self, name)) != n:
                 raise AttributionIndexError(f"index array {name} has {len(getattr(self, name))} entries for {n} rows")
@@ -143,16 +166,36 @@ class AttributionIndex:
         return len(self.contribution_ids)
 
     @property
+    def dim(self) -> int:
+        """Floats per row: projection_dim for the final adapter and for each earlier snapshot."""
+        return self.settings.projection_dim * (1 + len(self.snapshot_adapters))
+
+    @property
     def bytes_per_example(self) -> int:
-        return self.settings.projection_dim * 4 + 2 * 4 + 4 * 8
+        return self.dim * 4 + 2 * 4 + 4 * 8
+
+    def snapshot_classifiers(self, classifier: Classifier) -> list[Classifier]:
+        """`classifier` (the final adapter) and one classifier per earlier snapshot, loaded once per index."""
+        key = classifier.adapter_sha256
+        if key not in self._snapshot_classifiers:
+            if self.snapshot_adapters and not classifier.config:
+                raise AttributionIndexError("this index has snapshots: the classifier must carry its adapter config")
+            self._snapshot_classifiers = {key: [classifier] + [Classifier.load(a, classifier.config)
+                                                               for a in self.snapshot_adapters]}
+        return self._snapshot_classifiers[key]
 
     def to_bytes(self) -> bytes:
         """Safetensors; deterministic for equal contents. The metadata is ONE key holding sorted JSON:
         safetensors keeps `__metadata__` in a Rust HashMap, so several keys come out in a per-process
         random order."""
         header = {"format": INDEX_FORMAT, "settings": self.settings.to_dict(),
-                  "adapter_sha256": self.adapter_sha256, "layout_sha256": self.layout_sha256}
-        return safetensors_save({name: getattr(self, name) for name in PER_EXAMPLE_FIELDS},
+                  "adapter_sha256": self.adapter_sha256, "layout_sha256": self.layout_sha256,
+                  "snapshot_epochs": list(self.snapshot_epochs),
+                  "snapshot_adapter_sha256": adapter_digests(self.snapshot_adapters)}
+        arrays = {name: getattr(self, name) for name in PER_EXAMPLE_FIELDS}
+        arrays.update({f"snapshot_adapter_{j}": np.frombuffer(a, dtype=np.uint8)
+                       for j, a in enumerate(self.snapshot_adapters)})
+        return safetensors_save(arrays,
                                 metadata={"provenant": json.dumps(header, sort_keys=True, separators=(",", ":"))})
 
     @classmethod
@@ -163,21 +206,25 @@ class AttributionIndex:
         except Exception as exc:  # safetensors raises its own error types
             raise AttributionIndexError(f"not an attribution index: {exc}") from exc
         fmt = metadata.get("format")
-        if fmt not in (INDEX_FORMAT, LEGACY_FORMAT):
+        if fmt not in (*READABLE_FORMATS, LEGACY_FORMAT):
             raise AttributionIndexError(f"unsupported index format {fmt!r}")
         try:
             # indexes written before module blocks existed were one global block; those written
             # before the words-added test grouped without it
-            settings = IndexSettings(**{"curvature": "global", "duplicate_words_added": False,
+            settings = IndexSettings(**{"curvature": "global", "duplicate_words_added": False, "snapshots": 1,
                                         **metadata["settings"]})
             if fmt == LEGACY_FORMAT:  # grad-dot vectors; self-influence is |g|^2; no groups
                 grads = arrays["gradients"].astype(np.float64)
                 return cls(arrays["gradients"], arrays["contribution_ids"], arrays["row_indices"],
                            arrays["label_ids"], settings, metadata["adapter_sha256"], metadata["layout_sha256"],
                            np.einsum("ij,ij->i", grads, grads), None)
+            digests = list(metadata.get("snapshot_adapter_sha256", []))
+            adapters = [arrays[f"snapshot_adapter_{j}"].tobytes() for j in range(len(digests))]
+            if adapter_digests(adapters) != digests:
+                raise AttributionIndexError("an index snapshot adapter does not match its sha256")
             return cls(arrays["gradients"], arrays["contribution_ids"], arrays["row_indices"], arrays["label_ids"],
                        settings, metadata["adapter_sha256"], metadata["layout_sha256"], arrays["self_influence"],
-                       arrays["canonical"], arrays.get("mislabel"))
+                       arrays["canonical"], arrays.get("mislabel"), adapters, metadata.get("snapshot_epochs", []))
         except KeyError as exc:
             raise AttributionIndexError(f"attribution index lacks {exc}") from exc
 
@@ -188,26 +235,44 @@ def _read_metadata(data: bytes) -> dict[str, str]:
     return json.loads(data[8:8 + header_len]).get("__metadata__", {})
 
 
+def _as_float64(projected: torch.Tensor | np.ndarray) -> np.ndarray:
+    return np.asarray(projected.numpy() if isinstance(projected, torch.Tensor) else projected, dtype=np.float64)
+
+
 def index_from_projected(projected: torch.Tensor | np.ndarray, *, contribution_ids: Sequence[int],
                          row_indices: Sequence[int], label_ids: Sequence[int], texts: Sequence[str],
                          settings: IndexSettings, adapter_sha256: str, layout_sha256: str,
-                         blocks: Sequence[tuple[int, int]] | None = None) -> AttributionIndex:
+                         blocks: Sequence[tuple[int, int]] | None = None,
+                         snapshot_projected: Sequence[torch.Tensor | np.ndarray] = (),
+                         snapshot_adapters: Sequence[bytes] = (), snapshot_epochs: Sequence[int] = ()) -> AttributionIndex:
     """The model-independent half of index building: curvature, training vectors, duplicate groups.
+    projected: the rows' projected gradients at the final adapter; snapshot_projected: at each earlier
+    snapshot (`snapshot_adapters`, epochs `snapshot_epochs`, the final's last), each preconditioned by
+    its own curvature. Self-influence and mislabel scores are the final adapter's.
     blocks: the projector's per-module coordinate ranges (block-diagonal curvature); None: one block."""
-    projected = np.asarray(projected.numpy() if isinstance(projected, torch.Tensor) else projected, dtype=np.float64)
-    preconditioner = fit_preconditioner(projected, settings.damping_ratio, blocks)
-    vectors, self_influence = training_vectors(projected, preconditioner, settings.clip_quantile)
-    suspicion = mislabel_suspicion(neighbour_disagreement(projected, vectors), self_influence)
+    if len(snapshot_projected) != len(snapshot_adapters):
+        raise ValueError("one projected gradient matrix per snapshot adapter is required")
+    final = _as_float64(projected)
+    preconditioner = fit_preconditioner(final, settings.damping_ratio, blocks)
+    vectors, self_influence = training_vectors(final, preconditioner, settings.clip_quantile)
+    suspicion = mislabel_suspicion(neighbour_disagreement(final, vectors), self_influence)
+    parts = [vectors]
+    for earlier in map(_as_float64, snapshot_projected):
+        parts.append(training_vectors(earlier, fit_preconditioner(earlier, settings.damping_ratio, blocks),
+                                      settings.clip_quantile)[0])
     order = list(zip((int(c) for c in contribution_ids), (int(r) for r in row_indices)))
     canonical = duplicate_groups(texts, list(label_ids), order, settings.duplicate_threshold,
                                  settings.duplicate_words_added)
-    return AttributionIndex(vectors.astype(np.float32), np.asarray(contribution_ids), np.asarray(row_indices),
-                            np.asarray(label_ids), settings, adapter_sha256, layout_sha256, self_influence,
-                            canonical, suspicion)
+    return AttributionIndex(np.concatenate(parts, axis=1).astype(np.float32), np.asarray(contribution_ids),
+                            np.asarray(row_indices), np.asarray(label_ids), settings, adapter_sha256, layout_sha256,
+                            self_influence, canonical, suspicion, snapshot_adapters, snapshot_epochs)
 
 
-def build_index(classifier: Classifier, examples: Sequence[Example], settings: IndexSettings) -> AttributionIndex:
-    """Project the per-example training gradients of `examples` at `classifier`'s adapter, precondition them."""
+def build_index(classifier: Classifier, examples: Sequence[Example], settings: IndexSettings,
+                epoch_adapters: Sequence[bytes] = ()) -> AttributionIndex:
+    """Project the per-example training gradients of `examples` at `classifier`'s adapter, precondition them.
+    epoch_adapters: the adapter after each epoch of the training run (the last is `classifier`'s), from
+    which `settings.snapshots` are indexed too (snapshots.py); empty: the final adapter only."""
     if len(examples) == 0:
         raise ValueError("cannot index zero examples")
     unknown = sorted({ex.label for ex in examples} - set(classifier.labels))
@@ -215,24 +280,33 @@ def build_index(classifier: Classifier, examples: Sequence[Example], settings: I
         raise ValueError(f"examples use labels the classifier does not have: {unknown[:5]}")
     projector = Projector.for_classifier(classifier, settings.projection_dim, settings.seed, settings.per_module)
     label_ids = [classifier.label_to_id[ex.label] for ex in examples]
-    blocks = []
+    epochs, earlier = earlier_adapters(epoch_adapters, classifier.adapter_sha256, settings.snapshots)
+    models = [classifier] + [Classifier.load(adapter, classifier.config) for adapter in earlier]
+    # One projection pass per block of rows for every snapshot's gradients at once: generating the
+    # projection (P x D Gaussians) costs about a third of a block's gradients, so it is not repeated
+    # per snapshot (measured on the benchmark's 280 rows: 6.3 s -> see bench/RESULTS.md, session 9).
+    per_model: list[list[torch.Tensor]] = [[] for _ in models]
     for start in range(0, len(examples), PROJECT_BLOCK):
-        chunk = examples[start:start + PROJECT_BLOCK]
-        grads = per_example_gradients(classifier, [ex.text for ex in chunk], label_ids[start:start + PROJECT_BLOCK])
-        blocks.append(projector.project(grads))
+        texts = [ex.text for ex in examples[start:start + PROJECT_BLOCK]]
+        grads = [per_example_gradients(m, texts, label_ids[start:start + PROJECT_BLOCK]) for m in models]
+        for k, projected in enumerate(projector.project(torch.cat(grads)).split(len(texts))):
+            per_model[k].append(projected)
+    final, *at_snapshots = (torch.cat(parts) for parts in per_model)
     return index_from_projected(
-        torch.cat(blocks), contribution_ids=[ex.contribution_id for ex in examples],
+        final, contribution_ids=[ex.contribution_id for ex in examples],
         row_indices=[ex.row_index for ex in examples], label_ids=label_ids, texts=[ex.text for ex in examples],
         settings=settings, adapter_sha256=classifier.adapter_sha256, layout_sha256=projector.layout_sha256,
-        blocks=settings.curvature_blocks(projector))
+        blocks=settings.curvature_blocks(projector), snapshot_projected=at_snapshots,
+        snapshot_adapters=earlier, snapshot_epochs=epochs)
 
 
 def score_projected(index: AttributionIndex, queries: np.ndarray, share_duplicates: bool = True) -> np.ndarray:
-    """(Q, D) projected query gradients -> (Q, N) float64 scores, duplicate credit shared."""
+    """(Q, S x D) projected query gradients (at the final adapter, then at each earlier snapshot, as
+    `query_at_snapshots` makes them) -> (Q, N) float64 scores, duplicate credit shared."""
     index.check()
     queries = np.asarray(queries, dtype=np.float64)
-    if queries.ndim != 2 or queries.shape[1] != index.settings.projection_dim:
-        raise AttributionIndexError(f"expected (Q, {index.settings.projection_dim}) query gradients, got {queries.shape}")
+    if queries.ndim != 2 or queries.shape[1] != index.dim:
+        raise AttributionIndexError(f"expected (Q, {index.dim}) query gradients, got {queries.shape}")
     # float32 products (the stored precision; ~20x faster than casting the index to float64 at
     # 10,000 rows), widened to float64 for the aggregation that follows.
     scores = np.empty((len(queries), len(index)), dtype=np.float64)
@@ -263,8 +337,10 @@ def attribute_many(classifier: Classifier, index: AttributionIndex, texts: Seque
     unknown = sorted(set(labels) - set(classifier.labels))
     if unknown:
         raise ValueError(f"unknown label(s) {unknown[:5]}; the classifier has {classifier.labels}")
-    grads = per_example_gradients(classifier, list(texts), [classifier.label_to_id[lab] for lab in labels])
-    return score_projected(index, projector.project(grads).numpy(), share_duplicates)
+    label_ids = [classifier.label_to_id[lab] for lab in labels]
+    grads = [per_example_gradients(model, list(texts), label_ids) for model in index.snapshot_classifiers(classifier)]
+    queries = projector.project(torch.cat(grads)).split(len(texts))  # one projection pass for every snapshot
+    return score_projected(index, torch.cat(queries, dim=1).numpy(), share_duplicates)
 
 
 def mislabel_scores(index: AttributionIndex) -> np.ndarray:

@@ -5,9 +5,10 @@ EOS, exactly the positions `factory.train_lm.tokenize` labels), so a query's sco
 in the log-likelihood of the whole answer. The index stores the unit-normalised training
 direction, so a long training row does not outweigh a short one by its length alone.
 
-Per-example gradients are taken one row at a time with plain autograd: Hugging Face's causal
-attention-mask preparation cannot run under torch.func.vmap, and for LoRA on small models the loop
-costs about one training step per row. The adapter's identity is the sha256 of its serving bytes.
+Per-example gradients come from one ordinary batched backward per micro-batch, with hooks on the
+LoRA Linears (`lora_gradients`; Hugging Face's causal attention-mask preparation cannot run under
+torch.func.vmap); one row, or an adapter with non-Linear tensors, takes the plain one-row loop. The
+adapter's identity is the sha256 of its serving bytes.
 
 Per-answer attribution of a served LM (`LmAttributor`) combines this gradient influence with span
 attribution over the tokenised training rows (`attribution.spans`): the span index holds exactly the
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,13 +31,15 @@ from torch import nn
 
 from provenant.attribution.aggregate import Attribution, ContributionMeta, aggregate
 from provenant.attribution.gradients import Projector
+from provenant.attribution.lora_gradients import per_example_linear_gradients
 from provenant.attribution.index import (PROJECT_BLOCK, AttributionIndex, AttributionIndexError, IndexSettings,
                                          index_from_projected, score_projected)
+from provenant.attribution.snapshots import earlier_adapters
 from provenant.attribution.spans import (DEFAULT_MIN_LENGTH, SpanDocument, SpanIndex, build_span_index,
                                         combine_attributions, find_spans, span_attribution)
 from provenant.factory.base_models import ByteTokenizer, CausalBaseModel
-from provenant.factory.train_lm import (IGNORE, LmExample, collate, encode_text, lm_adapter_bytes, pad_id, tokenize,
-                                        token_loss, trainable)
+from provenant.factory.train_lm import (IGNORE, LmExample, collate, encode_text, lm_adapter_bytes, load_lm_adapter,
+                                        pad_id, tokenize, token_loss, trainable)
 
 METHOD = "influence+spans/1"  # the receipt's and the results' name for this attribution
 GRADIENT_ONLY_METHOD = "influence/1"  # a manifest with a gradient index but no span index
@@ -56,7 +60,47 @@ def adapter_fingerprint(model: nn.Module) -> str:
 def per_example_lm_gradients(model: nn.Module, base: CausalBaseModel, examples: Sequence[LmExample],
                              max_length: int) -> torch.Tensor:
     """(len(examples), P) float32: gradient of each row's summed target-token loss, trainable tensors
-    flattened in `trainable` (name) order. A row with no target token has a zero gradient."""
+    flattened in `trainable` (name) order. A row with no target token has a zero gradient.
+
+    Several rows: one batched backward per micro-batch of rows of similar length (`lora_gradients`),
+    when every trainable tensor is a Linear weight (LoRA A/B); otherwise, and for one row, the loop."""
+    names = [name for name, _ in trainable(model)]
+    if len(examples) > 1 and all(isinstance(model.get_submodule(n.rsplit(".", 1)[0]), nn.Linear) for n in names):
+        return _per_example_lm_gradients_batched(model, base, examples, max_length, names)
+    return per_example_lm_gradients_loop(model, base, examples, max_length)
+
+
+LOGITS_BUDGET = 1 << 25  # floats of logits per micro-batch (128 MB): rows x width x vocab stays under it
+LM_MICRO_BATCH = 32
+
+
+def _per_example_lm_gradients_batched(model: nn.Module, base: CausalBaseModel, examples: Sequence[LmExample],
+                                      max_length: int, names: Sequence[str]) -> torch.Tensor:
+    out = torch.zeros(len(examples), sum(p.numel() for _, p in trainable(model)), dtype=torch.float32)
+    rows = [tokenize(base, example, max_length) for example in examples]
+    pad = pad_id(base)
+    vocab = lm_vocab_size(base)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))
+    positions: list[list[int]] = []
+    for i in order:  # grow a micro-batch while its padded logits fit the budget
+        width = len(rows[i].input_ids)  # the longest so far, rows being sorted by length
+        if positions and len(positions[-1]) < LM_MICRO_BATCH and (len(positions[-1]) + 1) * width * vocab <= LOGITS_BUDGET:
+            positions[-1].append(i)
+        else:
+            positions.append([i])
+    batches = [collate([rows[i] for i in group], pad) for group in positions]
+    model.eval()
+
+    def summed_loss(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        ids, mask, labels = batch
+        return token_loss(model(input_ids=ids, attention_mask=mask).logits, labels)[0]  # summed over rows
+
+    return per_example_linear_gradients(model, names, batches, summed_loss, lambda b: len(b[0]), out, positions)
+
+
+def per_example_lm_gradients_loop(model: nn.Module, base: CausalBaseModel, examples: Sequence[LmExample],
+                                  max_length: int) -> torch.Tensor:
+    """Reference implementation: one row at a time, plain autograd. Same layout as above."""
     params = [p for _, p in trainable(model)]
     out = torch.zeros(len(examples), sum(p.numel() for p in params), dtype=torch.float32)
     pad = pad_id(base)
@@ -74,20 +118,50 @@ def per_example_lm_gradients(model: nn.Module, base: CausalBaseModel, examples: 
     return out
 
 
+@contextmanager
+def adapter_loaded(model: nn.Module, adapter_bytes: bytes) -> Iterator[nn.Module]:
+    """`model` with another adapter's LoRA tensors (an earlier snapshot of its run) loaded in place; its
+    own tensors are put back on exit. Callers hold the model alone (the Factory's build, the attributor's lock)."""
+    own = lm_adapter_bytes(model)
+    load_lm_adapter(model, adapter_bytes)
+    try:
+        yield model
+    finally:
+        load_lm_adapter(model, own)
+
+
+def _projected_at_snapshots(model: nn.Module, base: CausalBaseModel, examples: Sequence[LmExample],
+                            max_length: int, projector: Projector, snapshots: Sequence[bytes]) -> list[torch.Tensor]:
+    """The examples' projected gradients at the model's own adapter, then at each snapshot adapter."""
+    def projected() -> torch.Tensor:
+        return torch.cat([projector.project(per_example_lm_gradients(model, base, examples[s:s + PROJECT_BLOCK],
+                                                                     max_length))
+                          for s in range(0, len(examples), PROJECT_BLOCK)])
+
+    out = [projected()]
+    for adapter in snapshots:
+        with adapter_loaded(model, adapter):
+            out.append(projected())
+    return out
+
+
 def build_lm_index(model: nn.Module, base: CausalBaseModel, examples: Sequence[LmExample], max_length: int,
-                   settings: IndexSettings) -> AttributionIndex:
-    """Index the training rows of a causal-LM adapter (at its final weights)."""
+                   settings: IndexSettings, epoch_adapters: Sequence[bytes] = ()) -> AttributionIndex:
+    """Index the training rows of a causal-LM adapter at its final weights and, from `epoch_adapters`
+    (the adapter after each epoch of its run, the last the final one), at `settings.snapshots` of them."""
     if len(examples) == 0:
         raise ValueError("cannot index zero examples")
     projector = lm_projector(model, settings)
-    blocks = [projector.project(per_example_lm_gradients(model, base, examples[s:s + PROJECT_BLOCK], max_length))
-              for s in range(0, len(examples), PROJECT_BLOCK)]
+    fingerprint = adapter_fingerprint(model)
+    epochs, earlier = earlier_adapters(epoch_adapters, fingerprint, settings.snapshots)
+    final, *at_snapshots = _projected_at_snapshots(model, base, examples, max_length, projector, earlier)
     return index_from_projected(
-        torch.cat(blocks), contribution_ids=[ex.contribution_id for ex in examples],
+        final, contribution_ids=[ex.contribution_id for ex in examples],
         row_indices=[ex.row_index for ex in examples], label_ids=[0] * len(examples),
         texts=[ex.prompt + "\n" + ex.completion for ex in examples], settings=settings,
-        adapter_sha256=adapter_fingerprint(model), layout_sha256=projector.layout_sha256,
-        blocks=settings.curvature_blocks(projector))
+        adapter_sha256=fingerprint, layout_sha256=projector.layout_sha256,
+        blocks=settings.curvature_blocks(projector), snapshot_projected=at_snapshots,
+        snapshot_adapters=earlier, snapshot_epochs=epochs)
 
 
 def attribute_lm_many(model: nn.Module, base: CausalBaseModel, index: AttributionIndex, prompts: Sequence[str],
@@ -99,8 +173,8 @@ def attribute_lm_many(model: nn.Module, base: CausalBaseModel, index: Attributio
     if index.layout_sha256 != projector.layout_sha256 or index.adapter_sha256 != adapter_fingerprint(model):
         raise AttributionIndexError("this attribution index was built for a different adapter")
     queries = [LmExample(prompt=p, completion=o, contribution_id=0, row_index=0) for p, o in zip(prompts, outputs)]
-    grads = per_example_lm_gradients(model, base, queries, max_length)
-    return score_projected(index, projector.project(grads).numpy(), share_duplicates)
+    projected = _projected_at_snapshots(model, base, queries, max_length, projector, index.snapshot_adapters)
+    return score_projected(index, torch.cat(projected, dim=1).numpy(), share_duplicates)
 
 
 # -- span index over the tokenised training rows ------------------------------------------------------

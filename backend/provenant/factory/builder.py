@@ -343,7 +343,7 @@ class ModelFactory:
         per_datanet = per_datanet_metrics(CLASSIFICATION, model, request.base_model, held, trained.config,
                                           request.settings)
         classifier = Classifier.load(trained.adapter_bytes, trained.config)
-        index = build_index(classifier, examples, request.index_settings)
+        index = build_index(classifier, examples, request.index_settings, trained.epoch_adapters)
         return trained, per_datanet, self.store.put(index.to_bytes()), list(trained.config["labels"])
 
     def _train_lm(self, request: ModelRequest, selection: Selection, progress: Callable[[dict], None] | None,
@@ -369,7 +369,8 @@ class ModelFactory:
         base = load_causal_base_model(request.base_model)
         if progress is not None:
             progress({"stage": "index", "examples": len(examples)})
-        index = build_lm_index(model, base, examples, request.settings.max_length, request.index_settings)
+        index = build_lm_index(model, base, examples, request.settings.max_length, request.index_settings,
+                               trained.epoch_adapters)
         spans = build_lm_span_index(base, examples, request.settings.max_length)
         span_bytes = spans.to_bytes()
         return (trained, per_datanet, self.store.put(index.to_bytes()), [],

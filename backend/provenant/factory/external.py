@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -201,7 +201,8 @@ def make_external(factory: ModelFactory, request: ModelRequest, adapter: Externa
     # adapter trained on the declared rows should fit them better than the bare base does.
     fit = {"loss": evaluate_lm(model, base, examples, settings)["eval_loss"],
            "base_loss": evaluate_lm(build_lora_lm(base, settings), base, examples, settings)["eval_loss"]}
-    index = build_lm_index(model, base, examples, settings.max_length, request.index_settings)
+    index_settings = replace(request.index_settings, snapshots=1)  # an external adapter comes without its run
+    index = build_lm_index(model, base, examples, settings.max_length, index_settings)
     span_bytes = build_lm_span_index(base, examples, settings.max_length).to_bytes()
     entries = selection.lineage()
     summary = selection.summary()
@@ -214,7 +215,7 @@ def make_external(factory: ModelFactory, request: ModelRequest, adapter: Externa
         "peft_config": adapter.peft_config,
         "datanet_ids": list(request.datanet_ids),
         "selection": "declared contributions, every row",
-        "index": {**asdict(request.index_settings), "max_length": settings.max_length},
+        "index": {**asdict(index_settings), "max_length": settings.max_length},
     }
     manifest = Manifest(
         model_name=request.name, base_model=request.base_model, task=CAUSAL_TASK, labels=(),

@@ -62,6 +62,10 @@ class LoopResult:
     epoch_losses: list[float]  # weighted mean training loss of each epoch
     seconds: float  # wall time of this call's epochs (a resumed call counts only its own)
     examples_per_second: float
+    # the adapter at the end of each epoch (the last is the final one): attribution indexes the
+    # training rows at several of them (`attribution.index.snapshot_epochs`). Kept in the resume
+    # state, so a resumed training returns the same list as an uninterrupted one.
+    epoch_adapters: tuple[bytes, ...] = ()
 
 
 # The loss of one mini-batch (indices into the training set) and its weight in the epoch's mean
@@ -87,6 +91,7 @@ def run_epochs(model: nn.Module, params: Sequence[nn.Parameter], n: int, setting
     bs = settings.batch_size
     steps_per_epoch = -(-n // bs)
     epoch_losses: list[float] = []
+    epoch_adapters: list[bytes] = []
     started = time.perf_counter()
     trained_examples = 0
     resumed = checkpoints.load() if checkpoints is not None else None
@@ -101,6 +106,7 @@ def run_epochs(model: nn.Module, params: Sequence[nn.Parameter], n: int, setting
             if gpus and resumed.get("gpu_rng") is not None:
                 torch.cuda.set_rng_state(resumed["gpu_rng"], device)
             epoch_losses = list(resumed["epoch_losses"])
+            epoch_adapters = list(resumed.get("epoch_adapters", ()))
             first_epoch = len(epoch_losses)
         model.train()
         for epoch in range(first_epoch, settings.epochs):
@@ -130,11 +136,13 @@ def run_epochs(model: nn.Module, params: Sequence[nn.Parameter], n: int, setting
                               "examples_per_second": trained_examples / elapsed if elapsed > 0 else 0.0,
                               "eta_seconds": elapsed / done * left})
             epoch_losses.append(total / weight if weight > 0 else 0.0)
+            if main:
+                epoch_adapters.append(save_adapter())
             if save:
-                checkpoints.save({"adapter": save_adapter(), "optimizer": optimizer.state_dict(),
+                checkpoints.save({"adapter": epoch_adapters[-1], "optimizer": optimizer.state_dict(),
                                   "order_rng": order_rng.get_state(), "global_rng": torch.get_rng_state(),
                                   "gpu_rng": torch.cuda.get_rng_state(device) if gpus else None,
-                                  "epoch_losses": list(epoch_losses)})
+                                  "epoch_losses": list(epoch_losses), "epoch_adapters": list(epoch_adapters)})
             if replicas is not None:
                 replicas.barrier()  # the others wait while the main process writes its checkpoint
             if progress is not None:
@@ -143,7 +151,9 @@ def run_epochs(model: nn.Module, params: Sequence[nn.Parameter], n: int, setting
         model.eval()
     seconds = time.perf_counter() - started
     return LoopResult(epoch_losses=epoch_losses, seconds=seconds,
-                      examples_per_second=trained_examples / seconds if seconds > 0 else 0.0)
+                      examples_per_second=trained_examples / seconds if seconds > 0 else 0.0,
+                      # a state saved before adapters were kept leaves gaps: then none is returned
+                      epoch_adapters=tuple(epoch_adapters) if len(epoch_adapters) == len(epoch_losses) else ())
 
 
 def _replicated_step(replicas: Replicas, batch: Sequence[int], batch_loss: BatchLoss,

@@ -87,6 +87,9 @@ class TrainedAdapter:
     adapter_bytes: bytes  # safetensors: every trainable tensor (LoRA + head), sorted by name
     config: dict  # JSON-able: format, task, base_model, labels (sorted), lora settings, pooling
     metrics: dict = field(default_factory=dict)  # train_loss per epoch, speed, eval accuracy/loss
+    # the adapter after each epoch (the last equals adapter_bytes; empty when a resumed training's
+    # state predates them): what attribution indexes at several points of the run
+    epoch_adapters: tuple[bytes, ...] = field(default=(), repr=False)
 
 
 def train_classifier(examples: Sequence[Example], settings: LoraSettings, base_model: str = DEFAULT_BASE_MODEL,
@@ -155,7 +158,8 @@ def fit_classifier(examples: Sequence[Example], settings: LoraSettings, base_mod
     adapter_bytes = adapter_to_bytes(model)
     if model is not cpu_model:
         load_adapter_bytes(cpu_model, adapter_bytes)  # what attribution and serving see: the CPU module
-    return TrainedAdapter(adapter_bytes=adapter_bytes, config=config, metrics=metrics), cpu_model
+    return (TrainedAdapter(adapter_bytes=adapter_bytes, config=config, metrics=metrics,
+                           epoch_adapters=result.epoch_adapters), cpu_model)
 
 
 @torch.no_grad()

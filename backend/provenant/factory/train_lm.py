@@ -239,7 +239,8 @@ def fit_causal_lm(examples: Sequence[LmExample], settings: LoraSettings, base_mo
     adapter_bytes = lm_adapter_bytes(model)
     if model is not cpu_model:
         load_lm_adapter(cpu_model, adapter_bytes)  # what attribution and serving see: the CPU module
-    return TrainedAdapter(adapter_bytes=adapter_bytes, config=config, metrics=metrics), cpu_model
+    return (TrainedAdapter(adapter_bytes=adapter_bytes, config=config, metrics=metrics,
+                           epoch_adapters=result.epoch_adapters), cpu_model)
 
 
 @torch.no_grad()

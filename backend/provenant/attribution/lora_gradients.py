@@ -1,0 +1,93 @@
+"""Per-example gradients of a LoRA model's trainable Linear tensors from one batched backward pass.
+
+Every trainable tensor of our adapters is the weight (or bias) of an `nn.Linear`: peft's
+`lora_A.default` / `lora_B.default`, and a classifier's head. For a Linear y = x W^T + b and a
+batch loss that is the SUM of per-row losses, row n's gradient is
+    dL_n/dW = sum over positions t of (dL/dy[n, t])^T x[n, t],   dL_n/db = sum over t of dL/dy[n, t],
+because rows do not interact in the forward pass (eval mode; padding is masked). So one ordinary
+forward and backward over a micro-batch, with hooks recording each Linear's input and output
+gradient, gives every row's gradient: the same numbers as one backward per row (up to float
+rounding), for about the cost of one training step per micro-batch. This is the trick Opacus and
+LoGra use. Measured on the attribution benchmark's MiniLM classifier (280 rows, 2 cores): 1.08 s
+against 1.43 s for the torch.func.vmap path; on its small causal Llama, against a Python loop of
+one backward per row, see bench/RESULTS.md (session 9).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+class LoraGradientError(ValueError):
+    """A model whose trainable tensors are not all Linear weights or biases."""
+
+
+def _linear_of(model: nn.Module, tensor_name: str) -> tuple[str, nn.Linear, str]:
+    path, kind = tensor_name.rsplit(".", 1)
+    module = model.get_submodule(path)
+    if not isinstance(module, nn.Linear) or kind not in ("weight", "bias"):
+        raise LoraGradientError(f"trainable tensor {tensor_name} is not a Linear weight or bias")
+    return path, module, kind
+
+
+@contextmanager
+def _recording(linears: dict[str, nn.Linear]) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+    """Record each Linear's input and the gradient of its output during one forward/backward."""
+    inputs: dict[str, torch.Tensor] = {}
+    output_grads: dict[str, torch.Tensor] = {}
+
+    def hook(path: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
+        def record(_: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            inputs[path] = args[0].detach()
+            if output.requires_grad:
+                output.register_hook(lambda grad: output_grads.__setitem__(path, grad.detach()))
+        return record
+
+    handles = [module.register_forward_hook(hook(path)) for path, module in linears.items()]
+    try:
+        yield inputs, output_grads
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def per_example_linear_gradients(model: nn.Module, tensor_names: Sequence[str], batches: Sequence[object],
+                                 summed_loss: Callable[[object], torch.Tensor], rows_of: Callable[[object], int],
+                                 out: torch.Tensor, row_positions: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Fill `out[row_positions[k]]` with the per-row gradients of batch k: the trainable tensors
+    `tensor_names`, flattened and concatenated in that order. `summed_loss(batch)` runs the forward
+    and returns the sum of the batch's per-row losses; `rows_of(batch)` is its number of rows."""
+    located = [_linear_of(model, name) for name in tensor_names]
+    linears = {path: module for path, module, _ in located}
+    params = [getattr(module, kind) for _, module, kind in located]
+    sizes = [p.numel() for p in params]
+    if out.shape[1] != sum(sizes):
+        raise ValueError(f"out has {out.shape[1]} columns for {sum(sizes)} gradient entries")
+    with _recording(linears) as (inputs, output_grads), torch.enable_grad():
+        for batch, positions in zip(batches, row_positions, strict=True):
+            inputs.clear()
+            output_grads.clear()
+            n = rows_of(batch)
+            summed_loss(batch).backward(inputs=params)  # only the trainable tensors accumulate .grad
+            block = torch.empty(n, sum(sizes), dtype=torch.float32)
+            offset = 0
+            for (path, _, kind), size in zip(located, sizes, strict=True):
+                grad_out = output_grads.get(path)
+                if grad_out is None:  # the loss does not reach this module: zero gradient
+                    block[:, offset:offset + size] = 0.0
+                else:
+                    g = grad_out.reshape(n, -1, grad_out.shape[-1]).to(torch.float32)
+                    if kind == "weight":
+                        x = inputs[path].reshape(n, -1, inputs[path].shape[-1]).to(torch.float32)
+                        block[:, offset:offset + size] = torch.bmm(g.transpose(1, 2), x).reshape(n, -1)
+                    else:
+                        block[:, offset:offset + size] = g.sum(dim=1)
+                offset += size
+            out[list(positions)] = block
+    for p in params:
+        p.grad = None
+    return out
