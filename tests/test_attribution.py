@@ -77,7 +77,7 @@ def test_index_round_trips_through_bytes(classifier, index) -> None:
     assert np.array_equal(loaded.row_indices, [ex.row_index for ex in ROWS])
     assert np.array_equal(attribute(classifier, loaded, QUERIES["finance"]), attribute(classifier, index, QUERIES["finance"]))
     assert len(data) / len(ROWS) < SETTINGS.projection_dim * 4 + 64
-    defaults = IndexSettings()  # default: 3 snapshots x 1,024 floats + 40 bytes = 12,328 bytes per example
+    defaults = IndexSettings()  # default: up to 4 snapshots x 1,016 floats + 40 bytes = 16,296 bytes per example
     assert defaults.snapshots * defaults.projection_dim * 4 + 40 <= 16 * 1024
     with pytest.raises(ValueError, match="not an attribution index"):
         AttributionIndex.from_bytes(b"junk")

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.attribution import metrics, report  # noqa: E402
 from bench.attribution.cls_backend import ClsBackend, ClsConfig  # noqa: E402
-from bench.attribution.ours import FINAL_ONLY_ARM  # noqa: E402
+from bench.attribution.ours import FINAL_ONLY_ARM, PROJECTION_DIM  # noqa: E402
 from bench.attribution.harness import run_task  # noqa: E402
 from bench.attribution.tasks import (BULK_CONTRIBUTOR, CONTRIBUTORS, SKILL_OWNER, SYBIL,  # noqa: E402
                                      SYBIL_VICTIM, Row, Task, TaskError, causal_task, classification_task)
@@ -119,12 +119,12 @@ def test_harness_runs_end_to_end_on_a_tiny_config() -> None:
     assert "ours_10k_ms" in backend.latency and backend.latency["ours_10k_ms"] > 0
     text = report.section([result], "test", 1, "2026-11-26", [])
     assert "| ours |" in text and "| target |" in text and "LOO Spearman" in text
-    # ours indexes 3 snapshots of the 10-epoch run (epochs 4, 7, 10); the arm, the final adapter alone.
+    # ours indexes 4 snapshots of the 10-epoch run (epochs 3, 5, 8, 10); the arm, the final adapter alone.
     # Mislabel scores are the final adapter's in both. The arm is ours' design arm: listed against the
     # anchors, never counted as one
     arm = by_name[FINAL_ONLY_ARM]
-    assert "indexed at epochs [4, 7, 10]" in by_name["ours"].notes and "indexed at epochs final only" in arm.notes
-    assert by_name["ours"].bytes_per_example == 3 * 4 * 1024 + 40 and arm.bytes_per_example == 4 * 1024 + 40
+    assert "indexed at epochs [3, 5, 8, 10]" in by_name["ours"].notes and "indexed at epochs final only" in arm.notes
+    assert by_name["ours"].bytes_per_example == 4 * 4 * PROJECTION_DIM + 40 and arm.bytes_per_example == 4 * PROJECTION_DIM + 40
     assert arm.auc == by_name["ours"].auc
     verdict = report.verdict(result)
     assert any(line.startswith(f"- design arm '{FINAL_ONLY_ARM}': ") for line in verdict), verdict

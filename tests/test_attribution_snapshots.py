@@ -24,7 +24,7 @@ from provenant.serving.engine import Classifier
 
 ROWS = synthetic_examples(60, seed=11)
 QUERIES = ["the goalkeeper saved a penalty this week", "heavy rain flooded low-lying streets"]
-SETTINGS = IndexSettings(projection_dim=128, seed=2)  # snapshots: the default 3
+SETTINGS = IndexSettings(projection_dim=128, seed=2)  # snapshots: the default 4, of which a 3-epoch run has 3
 
 
 @pytest.mark.parametrize("epochs, snapshots, expected", [(3, 3, (1, 2, 3)), (12, 4, (3, 6, 9, 12)),
@@ -37,8 +37,9 @@ def test_snapshot_epochs_are_evenly_spaced_and_end_at_the_final_epoch(epochs: in
 def test_snapshot_settings_and_adapters_are_checked() -> None:
     with pytest.raises(SnapshotError, match=">= 1"):
         snapshot_epochs(0, 3)
-    with pytest.raises(ValueError, match="snapshots x projection_dim"):
-        IndexSettings(projection_dim=1024, snapshots=5)  # 20 KB per example
+    with pytest.raises(ValueError, match="4 x snapshots x projection_dim"):
+        IndexSettings(projection_dim=1024, snapshots=4)  # 16,424 bytes per example: 40 over
+    assert IndexSettings().snapshots == 4 and 4 * 4 * IndexSettings().projection_dim + 40 <= 16 * 1024
     with pytest.raises(ValueError, match="snapshots must be in"):
         IndexSettings(projection_dim=64, snapshots=9)
     with pytest.raises(SnapshotError, match="not the adapter being indexed"):

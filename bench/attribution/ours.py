@@ -24,7 +24,7 @@ from provenant.attribution.gradients import Projector
 from provenant.factory.train import Example
 from provenant.serving.engine import Classifier
 
-PROJECTION_DIM = 1024
+PROJECTION_DIM = attribution_index.IndexSettings().projection_dim  # the product's default
 FINAL_ONLY_ARM = "ours, final adapter only"  # the design arm of sessions 1-8: IndexSettings(snapshots=1)
 
 

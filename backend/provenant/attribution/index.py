@@ -13,11 +13,11 @@ that answer. The curvature is folded into v at build time, so a query
 costs one projected gradient per snapshot and one (N x S D) product. Scores then pass
 through `duplicates.share_credit`: exact and near-duplicate rows share one row's credit.
 
-Stored per row: v at each of S snapshots (S x D float32; S = 3 by default, the final adapter's
+Stored per row: v at each of S snapshots (S x D float32; up to 4 by default, the final adapter's
 first), self-influence g^T (F + lambda I)^-1 g (float32), the mislabel score
 (`curvature.mislabel_suspicion`: neighbour disagreement and self-influence, ranked, float32), contribution id, row index, label id and
-duplicate-group head (int64): 4 S D + 40 bytes, 12,328 at the default S = 3, D = 1024 (the budget is
-16 KB). The earlier snapshots' adapters are stored once per index.
+duplicate-group head (int64): 4 S D + 40 bytes, 12,232 for a 3-epoch run and 16,296 for a longer one at
+the default D = 1,016 (the budget is 16 KB). The earlier snapshots' adapters are stored once per index.
 
 Determinism: on one machine (same torch build and thread count), the same classifier, examples and
 settings give identical index bytes, and the same query gives identical scores. Batched queries
@@ -54,7 +54,10 @@ SCORE_BLOCK = 65536  # index rows scored per matrix product
 # "module": each LoRA module / the head projected into its own block, block-diagonal curvature;
 # "module-projection": the per-module projection (cheap queries), one global curvature block.
 CURVATURES = ("global", "module", "module-projection")
-DEFAULT_SNAPSHOTS = 3  # the epoch-end adapters indexed (snapshots.py): every epoch of the Factory's default 3
+# the epoch-end adapters indexed (snapshots.py): every epoch of the Factory's default 3; 4 of a longer run
+DEFAULT_SNAPSHOTS = 4
+MAX_BYTES_PER_EXAMPLE = 16 * 1024
+ROW_METADATA_BYTES = 2 * 4 + 4 * 8  # self-influence and mislabel (float32); ids, row, label, group head (int64)
 # The default stays "global": on the benchmark's classification task (bench/attribution/sweep_eval.py,
 # 16 half-subset retrains) the per-module variants scored LDS 0.52-0.56 against 0.59 and top-1
 # 0.67-0.73 against 0.76-0.80; their gain is speed (the query's projection reads 1/13 of the matrix).
@@ -72,7 +75,8 @@ class AttributionIndexError(ValueError):
 
 @dataclass(frozen=True)
 class IndexSettings:
-    projection_dim: int = 1024  # float32 per example: 4 bytes each, <= 16 KB per example
+    # float32 per row and snapshot: 4 snapshots x 1,016 x 4 bytes + 40 = 16,296 bytes <= 16 KB per example
+    projection_dim: int = 1016
     seed: int = 0
     # lambda / mean eigenvalue of the projected Gauss-Newton (of each module's block, for "module")
     damping_ratio: float = DEFAULT_DAMPING_RATIO
@@ -87,7 +91,7 @@ class IndexSettings:
 
     def __post_init__(self) -> None:
         problems = [msg for ok, msg in [
-            (1 <= self.projection_dim <= 4096, "projection_dim must be in [1, 4096] (at most 16 KB per example)"),
+            (self.projection_dim >= 1, "projection_dim must be >= 1"),
             (self.seed >= 0, "seed must be >= 0"),
             (self.damping_ratio > 0 and np.isfinite(self.damping_ratio), "damping_ratio must be > 0"),
             (0 < self.clip_quantile <= 1, "clip_quantile must be in (0, 1]"),
@@ -96,8 +100,9 @@ class IndexSettings:
             (self.credit_policy in POLICIES, f"credit_policy must be one of {POLICIES}"),
             (self.curvature in CURVATURES, f"curvature must be one of {CURVATURES}"),
             (1 <= self.snapshots <= MAX_SNAPSHOTS, f"snapshots must be in [1, {MAX_SNAPSHOTS}]"),
-            (self.snapshots * self.projection_dim <= 4096,
-             "snapshots x projection_dim must be <= 4096 (at most 16 KB per example)"),
+            (4 * self.snapshots * self.projection_dim + ROW_METADATA_BYTES <= MAX_BYTES_PER_EXAMPLE,
+             f"4 x snapshots x projection_dim + {ROW_METADATA_BYTES} bytes must be <= {MAX_BYTES_PER_EXAMPLE} "
+             "(at most 16 KB per example)"),
         ] if not ok]
         if problems:
             raise ValueError("invalid index settings: " + "; ".join(problems))
@@ -172,7 +177,7 @@ class AttributionIndex:
 
     @property
     def bytes_per_example(self) -> int:
-        return self.dim * 4 + 2 * 4 + 4 * 8
+        return self.dim * 4 + ROW_METADATA_BYTES
 
     def snapshot_classifiers(self, classifier: Classifier) -> list[Classifier]:
         """`classifier` (the final adapter) and one classifier per earlier snapshot, loaded once per index."""

@@ -167,4 +167,5 @@ def load_served_model(client: ChainClient, contracts: Contracts, store: ContentS
     adapter = fetch_adapter(store, record)
     classifier = Classifier.load(adapter, manifest.adapter_config)
     index = AttributionIndex.from_bytes(store.get(manifest.index_cid))
+    index.snapshot_classifiers(classifier)  # the earlier epochs' adapters: loaded now, not on the first answer
     return ServedModel(record=record, manifest=manifest, classifier=classifier, index=index, meta=meta)
