@@ -9,12 +9,14 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load as safetensors_load
 from safetensors.numpy import save as safetensors_save
 
-from provenant.attribution.index import (AttributionIndex, AttributionIndexError, IndexSettings, attribute_many,
-                                         build_index)
+from provenant.attribution.index import (AttributionIndex, AttributionIndexError, IndexSettings, attribute,
+                                         attribute_many, build_index)
 from provenant.attribution.lm import adapter_fingerprint, adapter_loaded, attribute_lm_many, build_lm_index
+from provenant.attribution.query_gradients import query_gradient, query_gradients_at
 from provenant.attribution.snapshots import SnapshotError, earlier_adapters, snapshot_epochs
 from provenant.factory.base_models import load_causal_base_model
 from provenant.factory.synthetic import synthetic_examples
@@ -72,6 +74,15 @@ def test_a_snapshot_index_scores_the_sum_of_one_adapter_indexes_at_each_epoch(tr
         assert single.snapshot_epochs == () and single.gradients.shape == (len(ROWS), 128)
         expected += attribute_many(at_epoch, single, QUERIES, ["sports", "weather"], share_duplicates=False)
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-6)
+    # one answer (serving's call) runs the three adapters side by side in one pass: the same scores
+    single = attribute(classifier, index, QUERIES[0], "sports", share_duplicates=False)
+    np.testing.assert_allclose(single, scores[0], rtol=1e-4, atol=1e-6)
+    assert np.array_equal(attribute(classifier, index, QUERIES[0], "sports", share_duplicates=False), single)
+    models = index.snapshot_classifiers(classifier)
+    label = classifier.label_to_id["sports"]
+    side_by_side = query_gradients_at(models, QUERIES[0], label)
+    one_by_one = torch.stack([query_gradient(m, QUERIES[0], label) for m in models])
+    assert float(((side_by_side - one_by_one).norm(dim=1) / one_by_one.norm(dim=1)).max()) < 1e-5
 
     # the earlier adapters travel inside the index: a second attributor needs the model and the index only
     again = AttributionIndex.from_bytes(index.to_bytes())

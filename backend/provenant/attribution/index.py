@@ -10,7 +10,8 @@ projection (`gradients.Projector`), F the projected Gauss-Newton matrix of the t
 into its own block of coordinates), tau the median training-gradient norm (outliers clipped). Positive means
 up-weighting the row lowers the query's loss at that label, i.e. the row pushed the model toward
 that answer. The curvature is folded into v at build time, so a query
-costs one projected gradient per snapshot and one (N x S D) product. Scores then pass
+costs one gradient pass (an answer's S adapters side by side, `query_gradients.query_gradients_at`),
+one projection and one (N x S D) product. Scores then pass
 through `duplicates.share_credit`: exact and near-duplicate rows share one row's credit.
 
 Stored per row: v at each of S snapshots (S x D float32; up to 4 by default, the final adapter's
@@ -41,6 +42,7 @@ from provenant.attribution.curvature import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMP
 from provenant.attribution.duplicates import (DEFAULT_NEAR_THRESHOLD, POLICIES, duplicate_groups,
                                               share_credit)
 from provenant.attribution.gradients import Projector, per_example_gradients
+from provenant.attribution.query_gradients import query_gradients_at
 from provenant.attribution.snapshots import MAX_SNAPSHOTS, adapter_digests, earlier_adapters
 from provenant.factory.train import Example
 from provenant.serving.engine import Classifier
@@ -343,8 +345,12 @@ def attribute_many(classifier: Classifier, index: AttributionIndex, texts: Seque
     if unknown:
         raise ValueError(f"unknown label(s) {unknown[:5]}; the classifier has {classifier.labels}")
     label_ids = [classifier.label_to_id[lab] for lab in labels]
-    grads = [per_example_gradients(model, list(texts), label_ids) for model in index.snapshot_classifiers(classifier)]
-    queries = projector.project(torch.cat(grads)).split(len(texts))  # one projection pass for every snapshot
+    models = index.snapshot_classifiers(classifier)
+    if len(texts) == 1:  # one answer: its gradient at every snapshot in one side-by-side pass
+        grads = query_gradients_at(models, texts[0], label_ids[0])
+    else:
+        grads = torch.cat([per_example_gradients(model, list(texts), label_ids) for model in models])
+    queries = projector.project(grads).split(len(texts))  # one projection pass for every snapshot
     return score_projected(index, torch.cat(queries, dim=1).numpy(), share_duplicates)
 
 

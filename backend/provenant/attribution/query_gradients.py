@@ -24,6 +24,8 @@ nothing that depends on other rows.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
+from contextlib import ExitStack
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +46,32 @@ def query_tokens(classifier: Classifier, text: str) -> torch.Tensor:
 def query_gradient(classifier: Classifier, text: str, label_id: int) -> torch.Tensor:
     """(P,) float32: the gradient of the cross-entropy of `text` at `label_id` (eval mode, no dropout)."""
     return _gradient(classifier, text, label_id, plain=False)
+
+
+def query_gradients_at(classifiers: Sequence[Classifier], text: str, label_id: int) -> torch.Tensor:
+    """(len(classifiers), P) float32: `query_gradient` of one query at several adapters over ONE base
+    (an index's snapshots). On the BERT path the adapters run side by side: every frozen linear
+    takes all their tokens in one product ((k T) x hidden instead of k products of T rows), each
+    adapter's LoRA branches and head on its own slice. Equal to one `query_gradient` per adapter up
+    to float rounding; bit-identical run to run."""
+    if len(classifiers) == 1:
+        return query_gradient(classifiers[0], text, label_id)[None]
+    layers = [None if not _ONEDNN else _bert_layers(c.model) for c in classifiers]
+    if any(ls is None for ls in layers) or not _one_base([ls for ls in layers if ls is not None]):
+        return torch.stack([query_gradient(c, text, label_id) for c in classifiers])
+    input_ids = query_tokens(classifiers[0], text)
+    target = torch.tensor([int(label_id)], dtype=torch.int64)
+    with ExitStack() as locks, torch.enable_grad():
+        for c in classifiers:
+            locks.enter_context(c.lock)
+        params = [[p for _, p in trainable_parameters(c.model)] for c in classifiers]
+        loss = _bert_loss_side_by_side([c.model for c in classifiers], layers, input_ids, target)  # type: ignore[arg-type]
+        grads = torch.autograd.grad(loss, [p for ps in params for p in ps])
+    out, start = [], 0
+    for ps in params:
+        out.append(torch.cat([g.reshape(-1) for g in grads[start:start + len(ps)]]))
+        start += len(ps)
+    return torch.stack(out)
 
 
 def query_gradient_plain(classifier: Classifier, text: str, label_id: int) -> torch.Tensor:
@@ -173,6 +201,76 @@ def _linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         name = module.active_adapters[0]
         result = result + module.lora_B[name](module.lora_A[name](x)) * module.scaling[name]
     return result
+
+
+def _frozen_of(module: nn.Module) -> nn.Linear:
+    return module.base_layer if _is_lora(module) else module
+
+
+def _layer_linears(layer: nn.Module) -> tuple[nn.Module, ...]:
+    attn = layer.attention
+    return (attn.self.query, attn.self.key, attn.self.value, attn.output.dense, layer.intermediate.dense,
+            layer.output.dense)
+
+
+def _one_base(layers: Sequence[list[nn.Module]]) -> bool:
+    """Every model's frozen tensors are the very same tensors (adapters over one shared base)."""
+    first = layers[0]
+    for other in layers[1:]:
+        if len(other) != len(first):
+            return False
+        for a, b in zip(first, other):
+            pairs = [(_frozen_of(x).weight, _frozen_of(y).weight) for x, y in zip(_layer_linears(a), _layer_linears(b))]
+            pairs += [(a.attention.output.LayerNorm.weight, b.attention.output.LayerNorm.weight),
+                      (a.output.LayerNorm.weight, b.output.LayerNorm.weight)]
+            if any(x is not y for x, y in pairs):
+                return False
+    return True
+
+
+def _linear_side_by_side(modules: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """`_linear` for k adapters at once: x is (k T, in), slice i belongs to modules[i]'s adapter."""
+    base = _frozen_of(modules[0])  # the same frozen weight for all (`_one_base`)
+    packed, packed_t = _packed(base.weight)
+    result = _FrozenLinear.apply(x, packed, packed_t, None if base.bias is None else base.bias.detach())
+    if not _is_lora(modules[0]):
+        return result
+    slices = x.chunk(len(modules))
+    branches = []
+    for module, xs in zip(modules, slices):
+        name = module.active_adapters[0]
+        branches.append(module.lora_B[name](module.lora_A[name](xs)) * module.scaling[name])
+    return result + torch.cat(branches)
+
+
+def _bert_loss_side_by_side(models: Sequence[nn.Module], layers: Sequence[list[nn.Module]], input_ids: torch.Tensor,
+                            target: torch.Tensor) -> torch.Tensor:
+    """The sum over k adapters of `_bert_loss`, their hidden states stacked as (k T, hidden)."""
+    k = len(models)
+    with torch.no_grad():  # the embeddings are the shared base's and frozen
+        hidden = models[0].backbone.embeddings(input_ids=input_ids)[0].repeat(k, 1)
+    tokens = input_ids.shape[1]
+    for depth in range(len(layers[0])):
+        at = [model_layers[depth] for model_layers in layers]
+        attn = at[0].attention.self
+        heads, head_size = attn.num_attention_heads, attn.attention_head_size
+
+        def split(t: torch.Tensor) -> torch.Tensor:  # (k T, H*d) -> (k, H, T, d)
+            return t.view(k, tokens, heads, head_size).transpose(1, 2)
+
+        q = split(_linear_side_by_side([m.attention.self.query for m in at], hidden))
+        key = split(_linear_side_by_side([m.attention.self.key for m in at], hidden))
+        v = split(_linear_side_by_side([m.attention.self.value for m in at], hidden))
+        weights = torch.softmax(torch.matmul(q, key.transpose(2, 3)) * attn.scaling, dim=-1)
+        context = torch.matmul(weights, v).transpose(1, 2).reshape(k * tokens, heads * head_size)
+        out = at[0].attention.output
+        attended = _layer_norm(out.LayerNorm, _linear_side_by_side([m.attention.output.dense for m in at], context)
+                               + hidden)
+        inner = F.gelu(_linear_side_by_side([m.intermediate.dense for m in at], attended))
+        hidden = _layer_norm(at[0].output.LayerNorm,
+                             _linear_side_by_side([m.output.dense for m in at], inner) + attended)
+    pooled = hidden.view(k, tokens, -1).sum(dim=1) / tokens
+    return sum(example_loss(model.head(pooled[i:i + 1]), target) for i, model in enumerate(models))
 
 
 def _layer_norm(module: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
