@@ -60,7 +60,8 @@ def verdict(result: TaskResult) -> list[str]:
         best_txt = f"best anchor {best.name} {_f(getattr(best, key))}" if best else "no anchor"
         target = TARGETS[key]
         status = "met" if mine >= target else f"missed by {target - mine:.3f}"
-        lead = "ahead of" if best is None or mine > getattr(best, key) else "behind"
+        lead = ("ahead of" if best is None or mine > getattr(best, key)
+                else "level with" if mine == getattr(best, key) else "behind")
         out.append(f"- {key}: ours {_f(mine)} ({lead} {best_txt}); target {target}: {status}")
     if not math.isnan(ours.loo_spearman_owners):
         best = max(anchors, key=lambda m: -1e9 if math.isnan(m.loo_spearman_owners) else m.loo_spearman_owners,
@@ -86,7 +87,8 @@ def verdict(result: TaskResult) -> list[str]:
         parts = []
         for key in QUALITY:
             best = max(anchors, key=lambda m: -1e9 if math.isnan(getattr(m, key)) else getattr(m, key), default=None)
-            lead = "" if best is None else (" (leads)" if getattr(arm, key) > getattr(best, key) else " (behind)")
+            lead = "" if best is None else (" (leads)" if getattr(arm, key) > getattr(best, key) else
+                                            " (level)" if getattr(arm, key) == getattr(best, key) else " (behind)")
             parts.append(f"{key} {_f(getattr(arm, key))}{lead}")
         out.append(f"- design arm '{arm.name}': " + ", ".join(parts) + f", Sybil gain {_pct(arm.sybil_gain)}, "
                    f"build {arm.build_over_training:.2f}x training")
