@@ -94,7 +94,8 @@ def main() -> None:
     for damping, clip in VARIANTS:
         index = index_from_projected(projected, contribution_ids=[1] * args.rows, row_indices=list(range(args.rows)),
                                      label_ids=[0] * args.rows, texts=texts,
-                                     settings=IndexSettings(args.dim, 0, damping_ratio=damping, clip_quantile=clip,
+                                     settings=IndexSettings(args.dim, 0, snapshots=1, damping_ratio=damping,
+                                                           clip_quantile=clip,
                                                            curvature="global"),  # this sweep: one block
                                      adapter_sha256="-", layout_sha256="-")
         auc = roc_auc_score(truth, index.self_influence) if flipped else float("nan")

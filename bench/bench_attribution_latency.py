@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = synthetic_examples(args.train, seed=21)
     adapter = train_classifier(rows, LoraSettings(epochs=1, max_length=32, seed=3))
     classifier = Classifier.load(adapter.adapter_bytes, adapter.config)
-    settings = attribution_index.IndexSettings(projection_dim=args.dim, seed=0, curvature=args.curvature)
+    # one adapter (the trainer runs 1 epoch here): the final-adapter query path, old against new
+    settings = attribution_index.IndexSettings(projection_dim=args.dim, seed=0, curvature=args.curvature, snapshots=1)
     big = tile_index(attribution_index.build_index(classifier, rows, settings), args.rows)
     projector = Projector.for_classifier(classifier, settings.projection_dim, settings.seed, settings.per_module)
     queries = synthetic_examples(args.queries + 2, seed=99)
