@@ -170,8 +170,8 @@ def per_example_gradients(model: nn.Module, rows: Sequence[Row], micro_batch: in
     positions = [order[s:s + micro_batch] for s in range(0, len(order), micro_batch)]
     batches = [[rows[i] for i in group] for group in positions]
     model.eval()
-    return per_example_linear_gradients(model, names, batches, lambda batch: row_losses(model, batch).sum(), len,
-                                        out, positions)
+    return per_example_linear_gradients(model, names, batches, lambda batch: row_losses(model, batch).sum(), out,
+                                        positions)
 
 
 def per_example_gradients_loop(model: nn.Module, rows: Sequence[Row]) -> torch.Tensor:

@@ -76,7 +76,7 @@ def per_example_gradients_batched(classifier: Classifier, texts: Sequence[str], 
         return F.cross_entropy(model(input_ids, mask), labels, reduction="sum")
 
     with classifier.lock:
-        return per_example_linear_gradients(model, names, batches, summed_loss, lambda b: len(b[2]), out, positions)
+        return per_example_linear_gradients(model, names, batches, summed_loss, out, positions)
 
 
 def per_example_gradients_vmap(classifier: Classifier, texts: Sequence[str], label_ids: Sequence[int],

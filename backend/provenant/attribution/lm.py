@@ -95,7 +95,7 @@ def _per_example_lm_gradients_batched(model: nn.Module, base: CausalBaseModel, e
         ids, mask, labels = batch
         return token_loss(model(input_ids=ids, attention_mask=mask).logits, labels)[0]  # summed over rows
 
-    return per_example_linear_gradients(model, names, batches, summed_loss, lambda b: len(b[0]), out, positions)
+    return per_example_linear_gradients(model, names, batches, summed_loss, out, positions)
 
 
 def per_example_lm_gradients_loop(model: nn.Module, base: CausalBaseModel, examples: Sequence[LmExample],
@@ -139,9 +139,12 @@ def _projected_at_snapshots(model: nn.Module, base: CausalBaseModel, examples: S
                           for s in range(0, len(examples), PROJECT_BLOCK)])
 
     out = [projected()]
-    for adapter in snapshots:
-        with adapter_loaded(model, adapter):
+    if snapshots:  # the model's own tensors are saved once and put back once, after the last snapshot
+        with adapter_loaded(model, snapshots[0]):
             out.append(projected())
+            for adapter in snapshots[1:]:
+                load_lm_adapter(model, adapter)
+                out.append(projected())
     return out
 
 

@@ -56,11 +56,11 @@ def _recording(linears: dict[str, nn.Linear]) -> Iterator[tuple[dict[str, torch.
 
 
 def per_example_linear_gradients(model: nn.Module, tensor_names: Sequence[str], batches: Sequence[object],
-                                 summed_loss: Callable[[object], torch.Tensor], rows_of: Callable[[object], int],
-                                 out: torch.Tensor, row_positions: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Fill `out[row_positions[k]]` with the per-row gradients of batch k: the trainable tensors
-    `tensor_names`, flattened and concatenated in that order. `summed_loss(batch)` runs the forward
-    and returns the sum of the batch's per-row losses; `rows_of(batch)` is its number of rows."""
+                                 summed_loss: Callable[[object], torch.Tensor], out: torch.Tensor,
+                                 row_positions: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Fill `out[row_positions[k]]` with the per-row gradients of batch k (whose rows are those
+    positions, in order): the trainable tensors `tensor_names`, flattened and concatenated in that
+    order. `summed_loss(batch)` runs the forward and returns the sum of the batch's per-row losses."""
     located = [_linear_of(model, name) for name in tensor_names]
     linears = {path: module for path, module, _ in located}
     params = [getattr(module, kind) for _, module, kind in located]
@@ -71,7 +71,7 @@ def per_example_linear_gradients(model: nn.Module, tensor_names: Sequence[str], 
         for batch, positions in zip(batches, row_positions, strict=True):
             inputs.clear()
             output_grads.clear()
-            n = rows_of(batch)
+            n = len(positions)
             summed_loss(batch).backward(inputs=params)  # only the trainable tensors accumulate .grad
             block = torch.empty(n, sum(sizes), dtype=torch.float32)
             offset = 0
