@@ -63,7 +63,7 @@ class LoopResult:
     seconds: float  # wall time of this call's epochs (a resumed call counts only its own)
     examples_per_second: float
     # the adapter at the end of each epoch (the last is the final one): attribution indexes the
-    # training rows at several of them (`attribution.index.snapshot_epochs`). Kept in the resume
+    # training rows at several of them (`attribution.snapshots.snapshot_epochs`). Kept in the resume
     # state, so a resumed training returns the same list as an uninterrupted one.
     epoch_adapters: tuple[bytes, ...] = ()
 
