@@ -39,6 +39,7 @@ class LmBackend:
         self._features: dict[int, GradientFeatures] = {}
         self.peers = list(peers)
         self.final_only_arm = final_only_arm
+        self.latency_measured: set[str] = set()
         self.per_skill: list[dict] = []  # one entry per trained model (the base first), for the report
 
     def _log_skills(self, label: str, losses: np.ndarray, correct: np.ndarray) -> None:
@@ -116,9 +117,27 @@ class LmBackend:
             with torch.no_grad():
                 for n, p in params.items():
                     p.copy_(trained.model.epoch_states[-1][n])
+        def answer_gradients(q: int) -> torch.Tensor:  # one answer at every snapshot, as an attributor computes it
+            out = [lm_model.per_example_gradients(model, [self.test_rows[q]])]
+            try:
+                for e in epochs[:-1]:
+                    with torch.no_grad():
+                        for n, p in params.items():
+                            p.copy_(trained.model.epoch_states[e - 1][n])
+                    out.append(lm_model.per_example_gradients(model, [self.test_rows[q]]))
+            finally:
+                with torch.no_grad():
+                    for n, p in params.items():
+                        p.copy_(trained.model.epoch_states[-1][n])
+            return torch.cat(out)
+
+        measure = need_self and name not in self.latency_measured  # once per arm, on the full model
+        if measure:
+            self.latency_measured.add(name)
         return ours.ours_projected(name, layout, torch.from_numpy(feats.train), torch.from_numpy(feats.test),
                                    (seconds[0], seconds[1]), need_self, [r.text + "\n" + r.label for r in rows],
-                                   snapshot_grads=at_snapshots, snapshot_epochs=epochs if len(epochs) > 1 else ())
+                                   snapshot_grads=at_snapshots, snapshot_epochs=epochs if len(epochs) > 1 else (),
+                                   answer_gradients=answer_gradients if measure else None)
 
     def run_ours(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
         return self._ours("ours", trained, rows, need_self, IndexSettings().snapshots)
