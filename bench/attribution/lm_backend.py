@@ -11,7 +11,8 @@ settings, on the same per-row completion loss.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -25,6 +26,23 @@ from provenant.attribution.index import IndexSettings
 
 
 TRACIN_EVERY = 3  # epochs between TracIn's LoRA snapshots: 4 over the default 12 (classification: 3 of 3)
+
+
+@contextmanager
+def _epoch_loaded(trained: Trained, epoch: int) -> Iterator[None]:
+    """The trained model with its LoRA tensors as they were after `epoch`; the final ones put back on exit."""
+    import torch
+
+    params = dict(lm_model.trainable(trained.model.model))
+    try:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(trained.model.epoch_states[epoch - 1][n])
+        yield
+    finally:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(trained.model.epoch_states[-1][n])
 
 
 @dataclass(frozen=True)
@@ -89,46 +107,31 @@ class LmBackend:
 
     def _ours(self, name: str, trained: Trained, rows: Sequence[Row], need_self: bool, snapshots: int) -> MethodOutput:
         """The engine's recipe on this task's gradients at the final adapter and, as the Factory indexes a
-        run, at `snapshots` epoch-end adapters (`snapshots.snapshot_epochs`): each snapshot's gradients
-        are taken on the trained model with that epoch's LoRA tensors loaded, then the final ones are
-        put back."""
+        run, at `snapshots` epoch-end adapters (`snapshots.snapshot_epochs`), each taken on the trained
+        model with that epoch's LoRA tensors loaded (`_epoch_loaded`)."""
         import torch
 
         from provenant.attribution.snapshots import snapshot_epochs
 
         feats = self.features(trained, rows)
         model = trained.model.model
-        params = dict(lm_model.trainable(model))
-        layout = tuple((n, p.numel()) for n, p in params.items())
+        layout = tuple((n, p.numel()) for n, p in lm_model.trainable(model))
         epochs = snapshot_epochs(self.config.settings.epochs, snapshots)
         at_snapshots, seconds = [], [feats.train_seconds, feats.test_seconds]
-        try:
-            for e in epochs[:-1]:
-                with torch.no_grad():
-                    for n, p in params.items():
-                        p.copy_(trained.model.epoch_states[e - 1][n])
+        for e in epochs[:-1]:
+            with _epoch_loaded(trained, e):
                 started = time.perf_counter()
                 train = lm_model.per_example_gradients(model, rows)
                 seconds[0] += time.perf_counter() - started
                 started = time.perf_counter()
                 at_snapshots.append((train, lm_model.per_example_gradients(model, self.test_rows)))
                 seconds[1] += time.perf_counter() - started
-        finally:
-            with torch.no_grad():
-                for n, p in params.items():
-                    p.copy_(trained.model.epoch_states[-1][n])
+
         def answer_gradients(q: int) -> torch.Tensor:  # one answer at every snapshot, as an attributor computes it
             out = [lm_model.per_example_gradients(model, [self.test_rows[q]])]
-            try:
-                for e in epochs[:-1]:
-                    with torch.no_grad():
-                        for n, p in params.items():
-                            p.copy_(trained.model.epoch_states[e - 1][n])
+            for e in epochs[:-1]:
+                with _epoch_loaded(trained, e):
                     out.append(lm_model.per_example_gradients(model, [self.test_rows[q]]))
-            finally:
-                with torch.no_grad():
-                    for n, p in params.items():
-                        p.copy_(trained.model.epoch_states[-1][n])
             return torch.cat(out)
 
         measure = need_self and name not in self.latency_measured  # once per arm, on the full model

@@ -174,17 +174,6 @@ def per_example_gradients(model: nn.Module, rows: Sequence[Row], micro_batch: in
                                         positions)
 
 
-def per_example_gradients_loop(model: nn.Module, rows: Sequence[Row]) -> torch.Tensor:
-    """Reference: one row at a time, plain autograd (the benchmark's path before session 9)."""
-    params = [p for _, p in trainable(model)]
-    out = torch.empty(len(rows), sum(p.numel() for p in params))
-    for i, row in enumerate(rows):
-        with torch.enable_grad():
-            grads = torch.autograd.grad(row_losses(model, [row])[0], params)
-        out[i] = torch.cat([g.reshape(-1) for g in grads])
-    return out
-
-
 def layer_groups(model: nn.Module) -> list[tuple[str, int, int]]:
     groups: list[tuple[str, int, int]] = []
     offset = 0

@@ -6,7 +6,7 @@ this is one forward and one reverse-mode pass of torch.autograd over the unpadde
 differentiating only the trainable tensors (the frozen encoder's weight gradients are never formed).
 
 Two implementations, same maths:
-- `_bert_loss` (MiniLM and other BERT encoders, every Factory classifier today): the encoder
+- `_bert_loss_side_by_side` (MiniLM and other BERT encoders, every Factory classifier today): the encoder
   layers written out on 2D (tokens, hidden) tensors. Each FROZEN linear runs through oneDNN, ~2x
   faster than MKL's sgemm on the (<= 32 x 384) x (384 x 1536) shapes a single query has, which
   dominate its cost: forward with the weight pre-packed once per process (`_packed`), backward
@@ -90,7 +90,7 @@ def _gradient(classifier: Classifier, text: str, label_id: int, plain: bool) -> 
         if layers is None:
             loss = _plain_loss(model, input_ids, target)
         else:
-            loss = _bert_loss(model, layers, input_ids, target)
+            loss = _bert_loss_side_by_side([model], [layers], input_ids, target)
         grads = torch.autograd.grad(loss, params)
     return torch.cat([g.reshape(-1) for g in grads])
 
@@ -192,17 +192,6 @@ def _bert_layers(model: nn.Module) -> list[nn.Module] | None:
     return layers
 
 
-def _linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A frozen linear (oneDNN, packed) plus, for a LoRA layer, its branch exactly as peft computes it."""
-    base = module.base_layer if _is_lora(module) else module
-    packed, packed_t = _packed(base.weight)
-    result = _FrozenLinear.apply(x, packed, packed_t, None if base.bias is None else base.bias.detach())
-    if _is_lora(module):
-        name = module.active_adapters[0]
-        result = result + module.lora_B[name](module.lora_A[name](x)) * module.scaling[name]
-    return result
-
-
 def _frozen_of(module: nn.Module) -> nn.Linear:
     return module.base_layer if _is_lora(module) else module
 
@@ -229,7 +218,8 @@ def _one_base(layers: Sequence[list[nn.Module]]) -> bool:
 
 
 def _linear_side_by_side(modules: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
-    """`_linear` for k adapters at once: x is (k T, in), slice i belongs to modules[i]'s adapter."""
+    """A frozen linear (oneDNN, packed) for k adapters at once, plus each LoRA layer's branch exactly as
+    peft computes it: x is (k T, in), slice i belongs to modules[i]'s adapter."""
     base = _frozen_of(modules[0])  # the same frozen weight for all (`_one_base`)
     packed, packed_t = _packed(base.weight)
     result = _FrozenLinear.apply(x, packed, packed_t, None if base.bias is None else base.bias.detach())
@@ -245,7 +235,9 @@ def _linear_side_by_side(modules: Sequence[nn.Module], x: torch.Tensor) -> torch
 
 def _bert_loss_side_by_side(models: Sequence[nn.Module], layers: Sequence[list[nn.Module]], input_ids: torch.Tensor,
                             target: torch.Tensor) -> torch.Tensor:
-    """The sum over k adapters of `_bert_loss`, their hidden states stacked as (k T, hidden)."""
+    """LoraClassifier.forward's loss for one unpadded row, summed over k adapters of one base, on
+    (k T, hidden) tensors (k = 1: one classifier). Without padding the additive attention mask is all
+    zeros and mean pooling is a plain mean, so both are left out."""
     k = len(models)
     with torch.no_grad():  # the embeddings are the shared base's and frozen
         hidden = models[0].backbone.embeddings(input_ids=input_ids)[0].repeat(k, 1)
@@ -275,29 +267,3 @@ def _bert_loss_side_by_side(models: Sequence[nn.Module], layers: Sequence[list[n
 
 def _layer_norm(module: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
-
-
-def _bert_loss(model: nn.Module, layers: list[nn.Module], input_ids: torch.Tensor,
-               target: torch.Tensor) -> torch.Tensor:
-    """LoraClassifier.forward for one unpadded row, on (T, hidden) tensors. Without padding the
-    additive attention mask is all zeros and mean pooling is a plain mean, so both are left out."""
-    with torch.no_grad():  # nothing below the first layer is trainable
-        hidden = model.backbone.embeddings(input_ids=input_ids)[0]
-    tokens = hidden.shape[0]
-    for layer in layers:
-        attn = layer.attention.self
-        heads, head_size = attn.num_attention_heads, attn.attention_head_size
-
-        def split(t: torch.Tensor) -> torch.Tensor:  # (T, H*d) -> (H, T, d)
-            return t.view(tokens, heads, head_size).transpose(0, 1)
-
-        q, k = split(_linear(attn.query, hidden)), split(_linear(attn.key, hidden))
-        v = split(_linear(attn.value, hidden))
-        weights = torch.softmax(torch.matmul(q, k.transpose(1, 2)) * attn.scaling, dim=-1)
-        context = torch.matmul(weights, v).transpose(0, 1).reshape(tokens, heads * head_size)
-        out = layer.attention.output
-        attended = _layer_norm(out.LayerNorm, _linear(out.dense, context) + hidden)
-        inner = F.gelu(_linear(layer.intermediate.dense, attended))
-        hidden = _layer_norm(layer.output.LayerNorm, _linear(layer.output.dense, inner) + attended)
-    pooled = hidden.sum(dim=0, keepdim=True) / tokens
-    return example_loss(model.head(pooled), target)
