@@ -6,6 +6,7 @@ index must score exactly what separate one-adapter indexes at those epochs score
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ from safetensors.numpy import save as safetensors_save
 
 from provenant.attribution.index import (AttributionIndex, AttributionIndexError, IndexSettings, attribute,
                                          attribute_many, build_index)
-from provenant.attribution.lm import adapter_fingerprint, adapter_loaded, attribute_lm_many, build_lm_index
+from provenant.attribution.lm import (adapter_fingerprint, adapter_loaded, attribute_lm_many, build_lm_index,
+                                      per_example_lm_gradients_at, per_example_lm_gradients_loop)
 from provenant.attribution.query_gradients import query_gradient, query_gradients_at
 from provenant.attribution.snapshots import SnapshotError, earlier_adapters, snapshot_epochs
 from provenant.factory.base_models import load_causal_base_model
@@ -119,8 +121,13 @@ LM_ROWS = ([LmExample(f"Q: {i} plus {i}? A:", f" {2 * i}", 1, i, 1) for i in ran
            + [LmExample("", f"the cat sat on mat number {i}.", 2, i, 1) for i in range(6)])
 
 
-def test_an_lm_snapshot_index_sums_its_epochs_and_leaves_the_model_as_it_was() -> None:
-    trained, model = fit_causal_lm(LM_ROWS, LM_SETTINGS, "tiny-llama")
+@pytest.fixture(scope="module")
+def trained_lm() -> tuple[TrainedAdapter, torch.nn.Module]:
+    return fit_causal_lm(LM_ROWS, LM_SETTINGS, "tiny-llama")
+
+
+def test_an_lm_snapshot_index_sums_its_epochs_and_leaves_the_model_as_it_was(trained_lm) -> None:  # type: ignore[no-untyped-def]
+    trained, model = trained_lm
     base = load_causal_base_model("tiny-llama")
     fingerprint = adapter_fingerprint(model)
     settings = IndexSettings(projection_dim=64, seed=3)
@@ -140,3 +147,28 @@ def test_an_lm_snapshot_index_sums_its_epochs_and_leaves_the_model_as_it_was() -
                                           share_duplicates=False)
     np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-6)
 
+
+
+def test_an_answer_runs_the_lm_snapshot_adapters_side_by_side(trained_lm) -> None:  # type: ignore[no-untyped-def]
+    trained, model = trained_lm
+    base = load_causal_base_model("tiny-llama")
+    fingerprint = adapter_fingerprint(model)
+    answers = [LmExample("Q: 2 plus 2? A:", " 4", 0, 0), LmExample("", "the cat sat on the mat.", 0, 1),
+               LmExample("Q: 7 plus 7? A:", "", 0, 2)]  # the last has only EOS as its target
+    side_by_side = per_example_lm_gradients_at(model, base, answers, LM_SETTINGS.max_length,
+                                               trained.epoch_adapters[:2])
+    assert side_by_side.shape[:2] == (3, 3) and adapter_fingerprint(model) == fingerprint
+    in_turn = [per_example_lm_gradients_loop(model, base, answers, LM_SETTINGS.max_length)]
+    for adapter in trained.epoch_adapters[:2]:
+        with adapter_loaded(model, adapter):
+            in_turn.append(per_example_lm_gradients_loop(model, base, answers, LM_SETTINGS.max_length))
+    expected = torch.stack(in_turn)
+    assert not torch.allclose(expected[0], expected[1], rtol=1e-2)  # the adapters differ, so the test can fail
+    assert torch.all((side_by_side - expected).norm(dim=-1) <= 1e-4 * expected.norm(dim=-1) + 1e-7)  # float rounding
+    assert torch.equal(per_example_lm_gradients_at(model, base, answers, LM_SETTINGS.max_length,
+                                                   trained.epoch_adapters[:2]), side_by_side)  # run to run
+
+    foreign = fit_causal_lm(LM_ROWS[:4], replace(LM_SETTINGS, target_modules=("q_proj",)), "tiny-llama")[0]
+    with pytest.raises(ValueError, match="tensor names differ"):
+        per_example_lm_gradients_at(model, base, answers, LM_SETTINGS.max_length, foreign.epoch_adapters[:1])
+    assert adapter_fingerprint(model) == fingerprint

@@ -128,11 +128,8 @@ class LmBackend:
                 seconds[1] += time.perf_counter() - started
 
         def answer_gradients(q: int) -> torch.Tensor:  # one answer at every snapshot, as an attributor computes it
-            out = [lm_model.per_example_gradients(model, [self.test_rows[q]])]
-            for e in epochs[:-1]:
-                with _epoch_loaded(trained, e):
-                    out.append(lm_model.per_example_gradients(model, [self.test_rows[q]]))
-            return torch.cat(out)
+            return lm_model.gradients_side_by_side(model, self.test_rows[q],
+                                                   [trained.model.epoch_states[e - 1] for e in epochs[:-1]])
 
         measure = need_self and name not in self.latency_measured  # once per arm, on the full model
         if measure:

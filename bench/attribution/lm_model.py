@@ -174,6 +174,21 @@ def per_example_gradients(model: nn.Module, rows: Sequence[Row], micro_batch: in
                                         positions)
 
 
+def gradients_side_by_side(model: nn.Module, row: Row, others: Sequence[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """(1 + len(others), P): one row's gradient at the model's LoRA tensors, then at each of `others`,
+    in one pass over k copies of the row (the engine's `adapters_side_by_side`, as the product's LM
+    attributor differentiates an answer at its index's snapshots)."""
+    from provenant.attribution.lora_gradients import adapters_side_by_side, per_example_linear_gradients
+
+    names = [n for n, _ in trainable(model)]
+    k = 1 + len(others)
+    out = torch.empty(k, sum(p.numel() for _, p in trainable(model)), dtype=torch.float32)
+    model.eval()
+    with adapters_side_by_side(model, names, others):
+        return per_example_linear_gradients(model, names, [[row] * k], lambda batch: row_losses(model, batch).sum(),
+                                            out, [list(range(k))])
+
+
 def layer_groups(model: nn.Module) -> list[tuple[str, int, int]]:
     groups: list[tuple[str, int, int]] = []
     offset = 0

@@ -15,7 +15,7 @@ one backward per row, see bench/RESULTS.md (session 9).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -50,6 +50,51 @@ def _recording(linears: dict[str, nn.Linear]) -> Iterator[tuple[dict[str, torch.
     handles = [module.register_forward_hook(hook(path)) for path, module in linears.items()]
     try:
         yield inputs, output_grads
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def adapters_side_by_side(model: nn.Module, tensor_names: Sequence[str],
+                          others: Sequence[Mapping[str, torch.Tensor]]) -> Iterator[int]:
+    """Run k = 1 + len(others) adapters of one model side by side: inside, a batch of k x n rows sends
+    rows [i n, (i + 1) n) through adapter i (0: the model's own trainable tensors; i >= 1: `others[i-1]`,
+    name -> tensor) and every other module, frozen, sees all k n rows in one product. Yields k.
+
+    Each trainable Linear's output is replaced by a batched product with its k weights stacked; the
+    model's own weight stays in the graph, so `per_example_linear_gradients` run inside gives row i
+    its gradient AT adapter i (its formula reads only activations and output gradients). This is how
+    one answer is differentiated at an index's snapshot adapters in one pass instead of k: the frozen
+    base, which dominates the cost, runs once on k times the rows."""
+    located = [_linear_of(model, name) for name in tensor_names]
+    for other in others:
+        if set(other) != set(tensor_names):
+            raise LoraGradientError("an adapter to run side by side does not have the model's trainable tensors")
+    by_module: dict[str, tuple[nn.Linear, dict[str, list[torch.Tensor]]]] = {}
+    for (path, module, kind), name in zip(located, tensor_names, strict=True):
+        entry = by_module.setdefault(path, (module, {}))
+        entry[1][kind] = [getattr(module, kind)] + [other[name].to(getattr(module, kind).dtype) for other in others]
+    k = 1 + len(others)
+
+    def hook(module: nn.Linear, stacks: dict[str, list[torch.Tensor]]) -> Callable[..., torch.Tensor]:
+        def side_by_side(_: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
+            x = args[0]
+            if x.shape[0] % k:
+                raise LoraGradientError(f"a batch of {x.shape[0]} rows cannot run {k} adapters side by side")
+            weights = torch.stack(stacks["weight"]) if "weight" in stacks else module.weight.expand(k, -1, -1)
+            y = torch.matmul(x.reshape(k, -1, x.shape[-1]), weights.transpose(1, 2))
+            if "bias" in stacks:
+                y = y + torch.stack(stacks["bias"])[:, None, :]
+            elif module.bias is not None:
+                y = y + module.bias
+            return y.reshape(*x.shape[:-1], y.shape[-1])
+        return side_by_side
+
+    # registered before `per_example_linear_gradients`' recording hooks, so those see the replaced output
+    handles = [module.register_forward_hook(hook(module, stacks)) for module, stacks in by_module.values()]
+    try:
+        yield k
     finally:
         for handle in handles:
             handle.remove()

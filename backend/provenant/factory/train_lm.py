@@ -168,14 +168,20 @@ def lm_adapter_bytes(model: nn.Module) -> bytes:
     return safetensors_save(state, metadata={"format": CAUSAL_ADAPTER_FORMAT})
 
 
-def load_lm_adapter(model: nn.Module, adapter_bytes: bytes) -> None:
+def lm_adapter_tensors(model: nn.Module, adapter_bytes: bytes) -> dict[str, torch.Tensor]:
+    """An adapter's tensors keyed by `model`'s trainable names (serving bytes -> in-model names)."""
     state = safetensors_load(adapter_bytes)
-    params = {_serving_name(n): p for n, p in trainable(model)}
-    if set(state) != set(params):
+    names = {_serving_name(n): n for n, _ in trainable(model)}
+    if set(state) != set(names):
         raise ValueError("adapter does not fit this model: tensor names differ")
+    return {names[saved]: tensor for saved, tensor in state.items()}
+
+
+def load_lm_adapter(model: nn.Module, adapter_bytes: bytes) -> None:
+    tensors = lm_adapter_tensors(model, adapter_bytes)
     with torch.no_grad():
-        for name, param in params.items():
-            param.copy_(state[name])
+        for name, param in trainable(model):
+            param.copy_(tensors[name])
 
 
 def load_lm_module(adapter_bytes: bytes, adapter_config: dict) -> tuple[nn.Module, CausalBaseModel]:
