@@ -52,7 +52,7 @@ def test_peer_row_loss_is_the_benchmark_row_loss_at_any_padding(setup) -> None: 
 
 def test_tracin_snapshots_replay_the_seeded_run(setup) -> None:  # type: ignore[no-untyped-def]
     backend, trained, rows = setup
-    epochs, snapshots = backend.epoch_checkpoints(trained, rows, every=1)
+    epochs, snapshots = backend.epoch_checkpoints(trained, rows, snapshots=2)
     assert epochs == [1, 2] and len(snapshots) == 2
     final = dict(lm_model.trainable(trained.model.model))
     assert all(torch.equal(snapshots[-1][n], p) for n, p in final.items())

@@ -31,9 +31,11 @@ QUERIES = ["the goalkeeper saved a penalty this week", "heavy rain flooded low-l
 SETTINGS = IndexSettings(projection_dim=128, seed=2)  # snapshots: the default 4, of which a 3-epoch run has 3
 
 
-@pytest.mark.parametrize("epochs, snapshots, expected", [(3, 3, (1, 2, 3)), (12, 4, (3, 6, 9, 12)),
-                                                         (12, 3, (4, 8, 12)), (2, 3, (1, 2)), (5, 1, (5,))])
-def test_snapshot_epochs_are_evenly_spaced_and_end_at_the_final_epoch(epochs: int, snapshots: int,
+@pytest.mark.parametrize("epochs, snapshots, expected", [(3, 3, (1, 2, 3)), (12, 4, (1, 4, 8, 12)),
+                                                         (12, 3, (1, 6, 12)), (2, 3, (1, 2)), (5, 1, (5,)),
+                                                         (10, 4, (1, 4, 7, 10)), (1, 4, (1,)),
+                                                         (20, 8, (1, 3, 6, 9, 11, 14, 17, 20))])
+def test_snapshot_epochs_are_evenly_spaced_from_the_first_to_the_final_epoch(epochs: int, snapshots: int,
                                                                      expected: tuple[int, ...]) -> None:
     assert snapshot_epochs(epochs, snapshots) == expected
 

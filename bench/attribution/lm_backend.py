@@ -25,8 +25,6 @@ from bench.attribution.tasks import CAUSAL_SKILL_NAMES, Row, Task
 from provenant.attribution.index import IndexSettings
 
 
-TRACIN_EVERY = 3  # epochs between TracIn's LoRA snapshots: 4 over the default 12 (classification: 3 of 3)
-
 
 @contextmanager
 def _epoch_loaded(trained: Trained, epoch: int) -> Iterator[None]:
@@ -99,10 +97,13 @@ class LmBackend:
         return self._features[key]
 
     def epoch_checkpoints(self, trained: Trained, rows: Sequence[Row],
-                          every: int = TRACIN_EVERY) -> tuple[list[int], list[dict]]:
-        """LoRA tensors after every `every` epochs of the run that produced `trained` (for TracIn),
-        from the states the trainer keeps after each epoch (as the Factory's training loop does)."""
-        epochs = list(range(every, self.config.settings.epochs, every)) + [self.config.settings.epochs]
+                          snapshots: int | None = None) -> tuple[list[int], list[dict]]:
+        """TracIn's checkpoints: the LoRA tensors at the same epochs ours indexes (`snapshot_epochs`,
+        4 of the default 12: 1, 4, 8, 12), from the states the trainer keeps after each epoch (as the
+        Factory's training loop does), so the two differ only in what they do with them."""
+        from provenant.attribution.snapshots import snapshot_epochs
+
+        epochs = list(snapshot_epochs(self.config.settings.epochs, snapshots or IndexSettings().snapshots))
         return epochs, [trained.model.epoch_states[e - 1] for e in epochs]
 
     def _ours(self, name: str, trained: Trained, rows: Sequence[Row], need_self: bool, snapshots: int) -> MethodOutput:
