@@ -79,31 +79,18 @@ def per_example_lm_gradients_at(model: nn.Module, base: CausalBaseModel, example
     """(1 + len(snapshots), len(examples), P) float32: each row's gradient at the model's own adapter,
     then at each snapshot adapter (serving bytes of the same layout).
 
-    For a few rows (an answer being attributed): each row runs once, copied k times, with the k
-    adapters side by side (`lora_gradients.adapters_side_by_side`), so the frozen base runs once per
-    row on k copies instead of k times (4 adapters of the benchmark's Llama: 57 ms against 107 ms).
-    Equal to `per_example_lm_gradients` at each adapter in turn up to float rounding; bit-identical
-    run to run."""
+    For answers being attributed: every micro-batch runs once with its rows copied k times and the k
+    adapters side by side (`lora_gradients.adapters_side_by_side`), so the frozen base makes one pass
+    over k copies instead of k passes (one answer, 4 adapters of the benchmark's Llama: 57 ms against
+    107 ms). Equal to `per_example_lm_gradients` at each adapter in turn up to float rounding;
+    bit-identical run to run."""
     names = [name for name, _ in trainable(model)]
     if not _all_linear(model, names):
-        return torch.stack(_at_each_adapter(lambda: per_example_lm_gradients(model, base, examples, max_length),
+        return torch.stack(_at_each_adapter(lambda: per_example_lm_gradients_loop(model, base, examples, max_length),
                                             model, snapshots))
     others = [lm_adapter_tensors(model, adapter) for adapter in snapshots]
-    k, n = 1 + len(others), len(examples)
-    out = torch.zeros(k * n, sum(p.numel() for _, p in trainable(model)), dtype=torch.float32)
-    rows = [(i, tokenize(base, example, max_length)) for i, example in enumerate(examples)]
-    rows = [(i, tokens) for i, tokens in rows if any(label != IGNORE for label in tokens.labels[1:])]
-    pad = pad_id(base)
-    model.eval()
-
-    def summed_loss(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        ids, mask, labels = batch
-        return token_loss(model(input_ids=ids, attention_mask=mask).logits, labels)[0]
-
-    with adapters_side_by_side(model, names, others):
-        per_example_linear_gradients(model, names, [collate([tokens] * k, pad) for _, tokens in rows], summed_loss,
-                                     out, [[a * n + i for a in range(k)] for i, _ in rows])
-    return out.view(k, n, -1)
+    return _per_example_lm_gradients_batched(model, base, examples, max_length, names, others).view(
+        1 + len(others), len(examples), -1)
 
 
 LOGITS_BUDGET = 1 << 25  # floats of logits per micro-batch (128 MB): rows x width x vocab stays under it
@@ -111,27 +98,33 @@ LM_MICRO_BATCH = 32
 
 
 def _per_example_lm_gradients_batched(model: nn.Module, base: CausalBaseModel, examples: Sequence[LmExample],
-                                      max_length: int, names: Sequence[str]) -> torch.Tensor:
-    out = torch.zeros(len(examples), sum(p.numel() for _, p in trainable(model)), dtype=torch.float32)
+                                      max_length: int, names: Sequence[str],
+                                      others: Sequence[Mapping[str, torch.Tensor]] = ()) -> torch.Tensor:
+    """(k n, P): row i's gradient at adapter a in row a n + i (a = 0: the model's own, then `others`)."""
+    k, n = 1 + len(others), len(examples)
+    out = torch.zeros(k * n, sum(p.numel() for _, p in trainable(model)), dtype=torch.float32)
     rows = [tokenize(base, example, max_length) for example in examples]
     pad = pad_id(base)
     vocab = lm_vocab_size(base)
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))
-    positions: list[list[int]] = []
-    for i in order:  # grow a micro-batch while its padded logits fit the budget
+    order = sorted(range(n), key=lambda i: len(rows[i].input_ids))
+    groups: list[list[int]] = []
+    for i in order:  # grow a micro-batch (each row k times) while its padded logits fit the budget
         width = len(rows[i].input_ids)  # the longest so far, rows being sorted by length
-        if positions and len(positions[-1]) < LM_MICRO_BATCH and (len(positions[-1]) + 1) * width * vocab <= LOGITS_BUDGET:
-            positions[-1].append(i)
+        size = (len(groups[-1]) + 1) * k if groups else 0
+        if groups and size <= max(LM_MICRO_BATCH, k) and size * width * vocab <= LOGITS_BUDGET:
+            groups[-1].append(i)
         else:
-            positions.append([i])
-    batches = [collate([rows[i] for i in group], pad) for group in positions]
+            groups.append([i])
+    batches = [collate([rows[i] for i in group] * k, pad) for group in groups]  # adapter-major copies
     model.eval()
 
     def summed_loss(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
         ids, mask, labels = batch
         return token_loss(model(input_ids=ids, attention_mask=mask).logits, labels)[0]  # summed over rows
 
-    return per_example_linear_gradients(model, names, batches, summed_loss, out, positions)
+    with adapters_side_by_side(model, names, others):
+        return per_example_linear_gradients(model, names, batches, summed_loss, out,
+                                            [[a * n + i for a in range(k) for i in group] for group in groups])
 
 
 def per_example_lm_gradients_loop(model: nn.Module, base: CausalBaseModel, examples: Sequence[LmExample],

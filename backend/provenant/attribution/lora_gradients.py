@@ -67,6 +67,9 @@ def adapters_side_by_side(model: nn.Module, tensor_names: Sequence[str],
     its gradient AT adapter i (its formula reads only activations and output gradients). This is how
     one answer is differentiated at an index's snapshot adapters in one pass instead of k: the frozen
     base, which dominates the cost, runs once on k times the rows."""
+    if not others:  # one adapter: the model as it is
+        yield 1
+        return
     located = [_linear_of(model, name) for name in tensor_names]
     for other in others:
         if set(other) != set(tensor_names):
