@@ -5,8 +5,8 @@ Every trainable tensor of our adapters is the weight (or bias) of an `nn.Linear`
 batch loss that is the SUM of per-row losses, row n's gradient is
     dL_n/dW = sum over positions t of (dL/dy[n, t])^T x[n, t],   dL_n/db = sum over t of dL/dy[n, t],
 because rows do not interact in the forward pass (eval mode; padding is masked). So one ordinary
-forward and backward over a micro-batch, with hooks recording each Linear's input and output
-gradient, gives every row's gradient: the same numbers as one backward per row (up to float
+forward over a micro-batch, with hooks recording each Linear's input and output, and one backward
+for the gradients of those outputs (never of the weights themselves), gives every row's gradient: the same numbers as one backward per row (up to float
 rounding), for about the cost of one training step per micro-batch. This is the trick Opacus and
 LoGra use. Measured on the attribution benchmark's MiniLM classifier (280 rows, 2 cores): 1.08 s
 against 1.43 s for the torch.func.vmap path; on its small causal Llama, against a Python loop of
@@ -36,20 +36,19 @@ def _linear_of(model: nn.Module, tensor_name: str) -> tuple[str, nn.Linear, str]
 
 @contextmanager
 def _recording(linears: dict[str, nn.Linear]) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
-    """Record each Linear's input and the gradient of its output during one forward/backward."""
+    """Record each Linear's input (detached) and output (in the graph) during one forward."""
     inputs: dict[str, torch.Tensor] = {}
-    output_grads: dict[str, torch.Tensor] = {}
+    outputs: dict[str, torch.Tensor] = {}
 
     def hook(path: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
         def record(_: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             inputs[path] = args[0].detach()
-            if output.requires_grad:
-                output.register_hook(lambda grad: output_grads.__setitem__(path, grad.detach()))
+            outputs[path] = output
         return record
 
     handles = [module.register_forward_hook(hook(path)) for path, module in linears.items()]
     try:
-        yield inputs, output_grads
+        yield inputs, outputs
     finally:
         for handle in handles:
             handle.remove()
@@ -62,9 +61,10 @@ def adapters_side_by_side(model: nn.Module, tensor_names: Sequence[str],
     rows [i n, (i + 1) n) through adapter i (0: the model's own trainable tensors; i >= 1: `others[i-1]`,
     name -> tensor) and every other module, frozen, sees all k n rows in one product. Yields k.
 
-    Each trainable Linear's output is replaced by a batched product with its k weights stacked; the
-    model's own weight stays in the graph, so `per_example_linear_gradients` run inside gives row i
-    its gradient AT adapter i (its formula reads only activations and output gradients). This is how
+    Each trainable Linear's output is replaced by a batched product with its k weights stacked (the
+    model's own first, which keeps the output in the graph), so `per_example_linear_gradients` run
+    inside gives row i its gradient AT adapter i (its formula reads only activations and output
+    gradients). This is how
     one answer is differentiated at an index's snapshot adapters in one pass instead of k: the frozen
     base, which dominates the cost, runs once on k times the rows."""
     if not others:  # one adapter: the model as it is
@@ -111,16 +111,20 @@ def per_example_linear_gradients(model: nn.Module, tensor_names: Sequence[str], 
     order. `summed_loss(batch)` runs the forward and returns the sum of the batch's per-row losses."""
     located = [_linear_of(model, name) for name in tensor_names]
     linears = {path: module for path, module, _ in located}
-    params = [getattr(module, kind) for _, module, kind in located]
-    sizes = [p.numel() for p in params]
+    sizes = [getattr(module, kind).numel() for _, module, kind in located]
     if out.shape[1] != sum(sizes):
         raise ValueError(f"out has {out.shape[1]} columns for {sum(sizes)} gradient entries")
-    with _recording(linears) as (inputs, output_grads), torch.enable_grad():
+    with _recording(linears) as (inputs, outputs), torch.enable_grad():
         for batch, positions in zip(batches, row_positions, strict=True):
             inputs.clear()
-            output_grads.clear()
+            outputs.clear()
             n = len(positions)
-            summed_loss(batch).backward(inputs=params)  # only the trainable tensors accumulate .grad
+            loss = summed_loss(batch)
+            # dL/d(output) of each Linear, and nothing else: no weight gradient is formed or accumulated
+            # (16% faster than backward() into the weights for one answer at 4 adapters, same bits)
+            paths = [path for path, output in outputs.items() if output.requires_grad]
+            grads = torch.autograd.grad(loss, [outputs[path] for path in paths], allow_unused=True)
+            output_grads = {path: g for path, g in zip(paths, grads, strict=True) if g is not None}
             block = torch.empty(n, sum(sizes), dtype=torch.float32)
             offset = 0
             for (path, _, kind), size in zip(located, sizes, strict=True):
@@ -136,6 +140,4 @@ def per_example_linear_gradients(model: nn.Module, tensor_names: Sequence[str], 
                         block[:, offset:offset + size] = g.sum(dim=1)
                 offset += size
             out[list(positions)] = block
-    for p in params:
-        p.grad = None
     return out
