@@ -119,11 +119,11 @@ def test_harness_runs_end_to_end_on_a_tiny_config() -> None:
     assert "ours_10k_ms" in backend.latency and backend.latency["ours_10k_ms"] > 0
     text = report.section([result], "test", 1, "2026-11-26", [])
     assert "| ours |" in text and "| target |" in text and "LOO Spearman" in text
-    # ours indexes 4 snapshots of the 10-epoch run (epochs 3, 5, 8, 10); the arm, the final adapter alone.
+    # ours indexes 4 snapshots of the 10-epoch run (epochs 1, 4, 7, 10); the arm, the final adapter alone.
     # Mislabel scores are the final adapter's in both. The arm is ours' design arm: listed against the
     # anchors, never counted as one
     arm = by_name[FINAL_ONLY_ARM]
-    assert "indexed at epochs [3, 5, 8, 10]" in by_name["ours"].notes and "indexed at epochs final only" in arm.notes
+    assert "indexed at epochs [1, 4, 7, 10]" in by_name["ours"].notes and "indexed at epochs final only" in arm.notes
     assert by_name["ours"].bytes_per_example == 4 * 4 * PROJECTION_DIM + 40 and arm.bytes_per_example == 4 * PROJECTION_DIM + 40
     assert arm.auc == by_name["ours"].auc
     verdict = report.verdict(result)
