@@ -18,12 +18,14 @@ from provenant.attribution.index import (AttributionIndex, AttributionIndexError
                                          attribute_many, build_index)
 from provenant.attribution.lm import (adapter_fingerprint, adapter_loaded, attribute_lm_many, build_lm_index,
                                       per_example_lm_gradients_at, per_example_lm_gradients_loop)
+from provenant.attribution.lora_gradients import LoraGradientError, adapters_side_by_side
 from provenant.attribution.query_gradients import query_gradient, query_gradients_at
 from provenant.attribution.snapshots import SnapshotError, earlier_adapters, snapshot_epochs
 from provenant.factory.base_models import load_causal_base_model
 from provenant.factory.synthetic import synthetic_examples
 from provenant.factory.train import LoraSettings, TrainedAdapter, train_classifier
-from provenant.factory.train_lm import LmExample, fit_causal_lm
+from provenant.factory.train_lm import (LmExample, collate, fit_causal_lm, lm_adapter_tensors, pad_id, tokenize,
+                                        trainable)
 from provenant.serving.engine import Classifier
 
 ROWS = synthetic_examples(60, seed=11)
@@ -169,6 +171,12 @@ def test_an_answer_runs_the_lm_snapshot_adapters_side_by_side(trained_lm) -> Non
     assert torch.all((side_by_side - expected).norm(dim=-1) <= 1e-4 * expected.norm(dim=-1) + 1e-7)  # float rounding
     assert torch.equal(per_example_lm_gradients_at(model, base, answers, LM_SETTINGS.max_length,
                                                    trained.epoch_adapters[:2]), side_by_side)  # run to run
+
+    names = [name for name, _ in trainable(model)]
+    with adapters_side_by_side(model, names, [lm_adapter_tensors(model, trained.epoch_adapters[0])]) as k:
+        batch = collate([tokenize(base, answers[0], LM_SETTINGS.max_length)] * (k + 1), pad_id(base))
+        with pytest.raises(LoraGradientError, match="a batch of 3 rows cannot run 2 adapters side by side"):
+            model(input_ids=batch[0], attention_mask=batch[1])
 
     foreign = fit_causal_lm(LM_ROWS[:4], replace(LM_SETTINGS, target_modules=("q_proj",)), "tiny-llama")[0]
     with pytest.raises(ValueError, match="tensor names differ"):

@@ -25,7 +25,6 @@ from bench.attribution.tasks import CAUSAL_SKILL_NAMES, Row, Task
 from provenant.attribution.index import IndexSettings
 
 
-
 @contextmanager
 def _epoch_loaded(trained: Trained, epoch: int) -> Iterator[None]:
     """The trained model with its LoRA tensors as they were after `epoch`; the final ones put back on exit."""

@@ -6,8 +6,9 @@ batch loss that is the SUM of per-row losses, row n's gradient is
     dL_n/dW = sum over positions t of (dL/dy[n, t])^T x[n, t],   dL_n/db = sum over t of dL/dy[n, t],
 because rows do not interact in the forward pass (eval mode; padding is masked). So one ordinary
 forward over a micro-batch, with hooks recording each Linear's input and output, and one backward
-for the gradients of those outputs (never of the weights themselves), gives every row's gradient: the same numbers as one backward per row (up to float
-rounding), for about the cost of one training step per micro-batch. This is the trick Opacus and
+for the gradients of those outputs (never of the weights themselves), gives every row's gradient:
+the same numbers as one backward per row (up to float rounding), for about the cost of one
+training step per micro-batch. This is the trick Opacus and
 LoGra use. Measured on the attribution benchmark's MiniLM classifier (280 rows, 2 cores): 1.08 s
 against 1.43 s for the torch.func.vmap path; on its small causal Llama, against a Python loop of
 one backward per row, see bench/RESULTS.md (session 9).
@@ -64,9 +65,8 @@ def adapters_side_by_side(model: nn.Module, tensor_names: Sequence[str],
     Each trainable Linear's output is replaced by a batched product with its k weights stacked (the
     model's own first, which keeps the output in the graph), so `per_example_linear_gradients` run
     inside gives row i its gradient AT adapter i (its formula reads only activations and output
-    gradients). This is how
-    one answer is differentiated at an index's snapshot adapters in one pass instead of k: the frozen
-    base, which dominates the cost, runs once on k times the rows."""
+    gradients). This is how one answer is differentiated at an index's snapshot adapters in one pass
+    instead of k: the frozen base, which dominates the cost, runs once on k times the rows."""
     if not others:  # one adapter: the model as it is
         yield 1
         return
