@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bulk-rows", type=int, default=None, help="classification bulk rows (default 3x rows per skill)")
     parser.add_argument("--design-arms", nargs="*", default=[],
                         help="extra 'ours' arms on the classification task, as curvature:damping (e.g. global:30 "
-                             "module:3): the engine's recipe with other settings, on the same gradients")
+                             "module:3): the product's index at every snapshot, built with other settings")
     parser.add_argument("--final-only-arm", action="store_true",
                         help="add the design arm 'ours, final adapter only': the engine indexing the final "
                              "adapter alone (IndexSettings(snapshots=1)), as sessions 1-8 shipped it")

@@ -16,8 +16,7 @@ from bench.attribution.ours import FINAL_ONLY_ARM
 from bench.attribution.tasks import Row, Task
 from provenant.attribution.gradients import per_example_gradients
 from provenant.factory.base_models import load_base_model
-from provenant.attribution.index import IndexSettings
-from provenant.factory.model import encode, trainable_parameters
+from provenant.factory.model import encode
 from provenant.factory.train import LoraSettings
 
 
@@ -80,17 +79,11 @@ class ClsBackend:
                                         name=FINAL_ONLY_ARM, snapshots=1)[0]
 
     def design_arm(self, curvature: str, damping: float):  # type: ignore[no-untyped-def]
-        """'ours' with other curvature settings, on the same full gradients as grad-dot (no extra backward)."""
+        """'ours' with another curvature and damping: the product's index (every snapshot) built anew."""
         def run(trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
-            feats = self.features(trained, rows)
-            clf = trained.model.classifier
-            layout = tuple((n, p.numel()) for n, p in trainable_parameters(clf.model))
-            settings = IndexSettings(projection_dim=ours.PROJECTION_DIM, seed=0, damping_ratio=damping,
-                                     curvature=curvature)
-            return ours.ours_projected(f"ours {curvature} {damping:g}", layout, torch.from_numpy(feats.train),
-                                       torch.from_numpy(feats.test), (feats.train_seconds, feats.test_seconds),
-                                       need_self, [r.text for r in rows], settings,
-                                       [clf.label_to_id[r.label] for r in rows])
+            return ours.ours_classification(trained.model.classifier, rows, self.test_rows, need_self,
+                                            trained.model.epoch_adapters, name=f"ours {curvature} {damping:g}",
+                                            curvature=curvature, damping_ratio=damping)[0]
         return run
 
     def run_grad_dot(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:

@@ -49,13 +49,11 @@ def engine_description() -> str:
 
 def ours_classification(classifier: Classifier, train_rows: Sequence[Row], test_rows: Sequence[Row],
                         need_self: bool, epoch_adapters: Sequence[bytes] = (), name: str = "ours",
-                        snapshots: int | None = None) -> tuple[MethodOutput, attribution_index.AttributionIndex]:
-    """The Factory's index: `build_index` at the final adapter and the run's `epoch_adapters` (the
-    default number of snapshots unless `snapshots` says otherwise), then `attribute_many`."""
+                        **overrides: object) -> tuple[MethodOutput, attribution_index.AttributionIndex]:
+    """The Factory's index: `build_index` at the final adapter and the run's `epoch_adapters` with the
+    default `IndexSettings` but for `overrides` (e.g. snapshots=1, damping_ratio=3), then `attribute_many`."""
     examples = [Example(r.text, r.label, 1 + i, 0) for i, r in enumerate(train_rows)]
-    settings = attribution_index.IndexSettings(projection_dim=PROJECTION_DIM, seed=0)
-    if snapshots is not None:
-        settings = replace(settings, snapshots=snapshots)
+    settings = replace(attribution_index.IndexSettings(projection_dim=PROJECTION_DIM, seed=0), **overrides)
     started = time.perf_counter()
     index = attribution_index.build_index(classifier, examples, settings, epoch_adapters)
     build = time.perf_counter() - started
