@@ -29,6 +29,7 @@ import torch  # noqa: E402
 from bench.attribution import report  # noqa: E402
 from bench.attribution.harness import TaskResult, log, run_task  # noqa: E402
 from bench.attribution.tasks import SYBIL_EDITS, causal_task, classification_task  # noqa: E402
+from provenant.attribution.index import IndexSettings  # noqa: E402
 
 
 def _peers_available() -> list[str]:
@@ -40,6 +41,19 @@ def _peers_available() -> list[str]:
         except ImportError:
             pass
     return found
+
+
+def design_overrides(arm: str) -> dict[str, object]:
+    """'damping_ratio=3,projection=gaussian' -> IndexSettings overrides, each value of its field's type."""
+    defaults = IndexSettings()
+    overrides: dict[str, object] = {}
+    for item in arm.split(","):
+        key, _, value = item.partition("=")
+        if not hasattr(defaults, key) or not value:
+            raise SystemExit(f"design arm {arm!r}: {item!r} is not field=value of IndexSettings")
+        kind = type(getattr(defaults, key))
+        overrides[key] = value.lower() in ("1", "true") if kind is bool else kind(value)
+    return overrides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows-per-skill", type=int, default=None, help="classification rows per skill (default 64, quick 32)")
     parser.add_argument("--bulk-rows", type=int, default=None, help="classification bulk rows (default 3x rows per skill)")
     parser.add_argument("--design-arms", nargs="*", default=[],
-                        help="extra 'ours' arms on the classification task, as curvature:damping (e.g. global:30 "
-                             "module:3): the product's index at every snapshot, built with other settings")
+                        help="extra 'ours' arms, each a comma-separated list of IndexSettings fields (e.g. "
+                             "damping_ratio=3 projection=gaussian,curvature=module): the engine's index at every "
+                             "snapshot, built with other settings")
     parser.add_argument("--final-only-arm", action="store_true",
                         help="add the design arm 'ours, final adapter only': the engine indexing the final "
                              "adapter alone (IndexSettings(snapshots=1)), as sessions 1-8 shipped it")
@@ -98,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         per_skill = args.rows_per_skill or (32 if args.quick else 64)
         task = classification_task(rows_per_skill=per_skill, bulk_rows=args.bulk_rows or 3 * per_skill,
                                    test_per_skill=16 if args.quick else 20, sybil_edit=args.sybil_edit)
-        arms = [(a.split(":")[0], float(a.split(":")[1])) for a in args.design_arms]
+        arms = [design_overrides(arm) for arm in args.design_arms]
         backend = ClsBackend(task, ClsConfig(), peers, arms, args.final_only_arm)
         result = run_task(task, backend.backend(), lds_retrains=lds, sybil_seeds=args.sybil_seeds,
                           dedup=not args.keep_repeats, loo_seeds=args.loo_seeds)
@@ -113,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench.attribution.lm_model import LmSettings
 
         backend = LmBackend(task, LmConfig(LmSettings(pretrain_steps=args.lm_pretrain_steps)), peers,
-                            args.final_only_arm)
+                            args.final_only_arm, [design_overrides(arm) for arm in args.design_arms])
         result = run_task(task, backend.backend(), lds_retrains=args.lds or 0, sybil_seeds=args.sybil_seeds,
                           dedup=not args.keep_repeats, loo_seeds=args.loo_seeds)
         result.extra.update({f"per-skill test loss / exact match ({e['model']})":

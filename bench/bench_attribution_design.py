@@ -27,7 +27,8 @@ import torch.nn.functional as F  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from provenant.attribution.gradients import Projector, per_example_gradients  # noqa: E402
+from provenant.attribution.gradients import per_example_gradients  # noqa: E402
+from provenant.attribution.projection import Projector  # noqa: E402
 from provenant.attribution.index import IndexSettings, index_from_projected, score_projected  # noqa: E402
 from provenant.factory.model import encode  # noqa: E402
 from provenant.factory.synthetic import synthetic_examples  # noqa: E402

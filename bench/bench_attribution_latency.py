@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.attribution.ours import tile_index  # noqa: E402
 from provenant.attribution import index as attribution_index  # noqa: E402
-from provenant.attribution.gradients import Projector, per_example_gradients_vmap, set_projection_cache  # noqa: E402
+from provenant.attribution.gradients import per_example_gradients_vmap  # noqa: E402
+from provenant.attribution.projection import Projector, set_projection_cache  # noqa: E402
 from provenant.attribution.query_gradients import query_gradient, query_gradient_plain  # noqa: E402
 from provenant.factory.synthetic import synthetic_examples  # noqa: E402
 from provenant.factory.train import LoraSettings, train_classifier  # noqa: E402
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     # one adapter (the trainer runs 1 epoch here): the final-adapter query path, old against new
     settings = attribution_index.IndexSettings(projection_dim=args.dim, seed=0, curvature=args.curvature, snapshots=1)
     big = tile_index(attribution_index.build_index(classifier, rows, settings), args.rows)
-    projector = Projector.for_classifier(classifier, settings.projection_dim, settings.seed, settings.per_module)
+    projector = Projector.for_classifier(classifier, settings.projection_dim, settings.seed, settings.per_module,
+                                         settings.projection)
     queries = synthetic_examples(args.queries + 2, seed=99)
 
     def old(text: str, label: str) -> np.ndarray:

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from provenant.attribution.gradients import (Projector, per_example_gradients, per_example_gradients_batched,
-                                             per_example_gradients_loop, per_example_gradients_vmap,
-                                             set_projection_cache)
+from provenant.attribution.gradients import (per_example_gradients, per_example_gradients_batched,
+                                             per_example_gradients_loop, per_example_gradients_vmap)
 from provenant.attribution.aggregate import ContributionMeta
+from provenant.attribution.projection import (SKETCHES, SPARSE_NONZEROS, THREAD_ROWS, Projector,
+                                              set_projection_cache)
 from provenant.attribution.index import (AttributionIndex, IndexSettings, attribute, attribute_many, build_index,
                                          mislabel_scores)
 from provenant.attribution.valuation import value_classifier
@@ -57,7 +58,9 @@ def test_index_bytes_and_scores_are_bit_identical_when_recomputed(classifier, in
 
 
 @pytest.mark.slow
-def test_the_projection_cache_changes_speed_not_scores(classifier, index) -> None:
+def test_the_projection_cache_changes_speed_not_scores(classifier) -> None:
+    # the cache holds Gaussian blocks: indexes before format /4 (the sparse map is always kept)
+    index = build_index(classifier, ROWS, replace(SETTINGS, projection="gaussian"))
     uncached = attribute(classifier, index, QUERIES["weather"])
     set_projection_cache(200 * 2**20)
     try:
@@ -165,9 +168,10 @@ def test_an_index_only_answers_for_its_own_adapter(classifier, index) -> None:
         attribute(classifier, index, QUERIES["sports"], label="cooking")
 
 
-def test_projection_preserves_inner_products_and_is_seeded() -> None:
-    layout = (("a", 3000), ("b", 9000))  # "b" spans two generation chunks
-    projector = Projector(layout=layout, dim=1024, seed=0)
+@pytest.mark.parametrize("sketch", SKETCHES)
+def test_projection_preserves_inner_products_and_is_seeded(sketch: str) -> None:
+    layout = (("a", 3000), ("b", 9000))  # "b" spans two Gaussian generation chunks
+    projector = Projector(layout=layout, dim=1024, seed=0, sketch=sketch)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 12000, generator=g)
     x[1] = 0.6 * x[0] + 0.8 * x[1]  # correlation 0.6
@@ -177,7 +181,31 @@ def test_projection_preserves_inner_products_and_is_seeded() -> None:
     assert abs((px[0] @ px[1]).item() - exact) < 0.15 * x[0].norm().item() * x[1].norm().item()
     assert abs(px[0].norm().item() / x[0].norm().item() - 1) < 0.1
     assert torch.equal(projector.project(x), px)
-    assert not torch.equal(Projector(layout=layout, dim=1024, seed=1).project(x), px)
+    assert not torch.equal(Projector(layout=layout, dim=1024, seed=1, sketch=sketch).project(x), px)
+    # one tensor's part of the map does not depend on the others
+    alone = Projector(layout=(("b", 9000),), dim=1024, seed=0, sketch=sketch).project(x[:, 3000:])
+    both = projector.project(torch.cat([torch.zeros(2, 3000), x[:, 3000:]], dim=1))
+    torch.testing.assert_close(alone, both, rtol=0, atol=1e-5)
+
+
+def test_the_sparse_map_sends_each_coordinate_to_distinct_columns_of_its_module_block() -> None:
+    layout = (("m1.lora_A.weight", 500), ("m1.lora_B.weight", 300), ("m2.lora_A.weight", 200))
+    projector = Projector(layout=layout, dim=100, seed=3, per_module=True)
+    columns, coordinates, values = projector.sparse_entries()
+    assert len(columns) == 1000 * SPARSE_NONZEROS and np.allclose(np.abs(values), SPARSE_NONZEROS ** -0.5)
+    for coordinate in (0, 799, 800, 999):
+        mine = columns[coordinates == coordinate]
+        start, stop = projector.block_slices[0 if coordinate < 800 else 1]
+        assert len(set(mine)) == SPARSE_NONZEROS and all(start <= c < stop for c in mine)
+    # a row projects to the same bits alone as in a batch (which may be split across threads)
+    x = torch.randn(2 * THREAD_ROWS + 2, 1000, generator=torch.Generator().manual_seed(2))
+    batch = projector.project(x)
+    alone = torch.cat([projector.project(x[i:i + 1]) for i in (0, THREAD_ROWS, len(x) - 1)])
+    assert torch.equal(alone, batch[[0, THREAD_ROWS, len(x) - 1]])
+    # the kind of map is part of the layout hash: a Gaussian index never answers a sparse query
+    assert projector.layout_sha256 != Projector(layout, 100, 3, per_module=True, sketch="gaussian").layout_sha256
+    with pytest.raises(ValueError, match="sketch"):
+        Projector(layout, 100, 3, sketch="dense")
 
 
 @pytest.mark.slow  # ~10 s: the child process imports torch, transformers and peft

@@ -28,7 +28,7 @@ class ClsConfig:
 
 class ClsBackend:
     def __init__(self, task: Task, config: ClsConfig, peers: Sequence[str] = (),
-                 design_arms: Sequence[tuple[str, float]] = (), final_only_arm: bool = False):
+                 design_arms: Sequence[dict[str, object]] = (), final_only_arm: bool = False):
         self.task, self.config = task, config
         self._features: dict[int, GradientFeatures] = {}
         self._indexes: dict[int, object] = {}
@@ -78,12 +78,12 @@ class ClsBackend:
         return ours.ours_classification(trained.model.classifier, rows, self.test_rows, need_self,
                                         name=FINAL_ONLY_ARM, snapshots=1)[0]
 
-    def design_arm(self, curvature: str, damping: float):  # type: ignore[no-untyped-def]
-        """'ours' with another curvature and damping: the product's index (every snapshot) built anew."""
+    def design_arm(self, overrides: dict[str, object]):  # type: ignore[no-untyped-def]
+        """'ours' with other `IndexSettings`: the product's index (every snapshot) built anew."""
         def run(trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
             return ours.ours_classification(trained.model.classifier, rows, self.test_rows, need_self,
-                                            trained.model.epoch_adapters, name=f"ours {curvature} {damping:g}",
-                                            curvature=curvature, damping_ratio=damping)[0]
+                                            trained.model.epoch_adapters, name=ours.design_arm_name(overrides),
+                                            **overrides)[0]
         return run
 
     def run_grad_dot(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
@@ -119,8 +119,8 @@ class ClsBackend:
         runners = {"ours": self.run_ours}
         if self.final_only_arm:
             runners[FINAL_ONLY_ARM] = self.run_ours_final_only
-        for curvature, damping in self.design_arms:
-            runners[f"ours {curvature} {damping:g}"] = self.design_arm(curvature, damping)
+        for overrides in self.design_arms:
+            runners[ours.design_arm_name(overrides)] = self.design_arm(overrides)
         runners.update({"grad-dot": self.run_grad_dot, "DataInf": self.run_datainf,
                         "TF-IDF": self.run_tfidf, "base embedding": self.run_embedding})
         if self.peers:

@@ -48,12 +48,14 @@ class LmConfig:
 
 
 class LmBackend:
-    def __init__(self, task: Task, config: LmConfig, peers: Sequence[str] = (), final_only_arm: bool = False):
+    def __init__(self, task: Task, config: LmConfig, peers: Sequence[str] = (), final_only_arm: bool = False,
+                 design_arms: Sequence[dict[str, object]] = ()):
         self.task, self.config = task, config
         self.test_rows = list(task.test)
         self._features: dict[int, GradientFeatures] = {}
         self.peers = list(peers)
         self.final_only_arm = final_only_arm
+        self.design_arms = list(design_arms)
         self.latency_measured: set[str] = set()
         self.per_skill: list[dict] = []  # one entry per trained model (the base first), for the report
 
@@ -105,7 +107,8 @@ class LmBackend:
         epochs = list(snapshot_epochs(self.config.settings.epochs, snapshots or IndexSettings().snapshots))
         return epochs, [trained.model.epoch_states[e - 1] for e in epochs]
 
-    def _ours(self, name: str, trained: Trained, rows: Sequence[Row], need_self: bool, snapshots: int) -> MethodOutput:
+    def _ours(self, name: str, trained: Trained, rows: Sequence[Row], need_self: bool, snapshots: int,
+              settings: IndexSettings | None = None) -> MethodOutput:
         """The engine's recipe on this task's gradients at the final adapter and, as the Factory indexes a
         run, at `snapshots` epoch-end adapters (`snapshots.snapshot_epochs`), each taken on the trained
         model with that epoch's LoRA tensors loaded (`_epoch_loaded`)."""
@@ -136,7 +139,8 @@ class LmBackend:
             self.latency_measured.add(name)
         return ours.ours_projected(name, layout, torch.from_numpy(feats.train), torch.from_numpy(feats.test),
                                    (seconds[0], seconds[1]), need_self, [r.text + "\n" + r.label for r in rows],
-                                   snapshot_grads=at_snapshots, snapshot_epochs=epochs if len(epochs) > 1 else (),
+                                   settings=settings, snapshot_grads=at_snapshots,
+                                   snapshot_epochs=epochs if len(epochs) > 1 else (),
                                    answer_gradients=answer_gradients if measure else None)
 
     def run_ours(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
@@ -144,6 +148,14 @@ class LmBackend:
 
     def run_ours_final_only(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
         return self._ours(FINAL_ONLY_ARM, trained, rows, need_self, 1)
+
+    def design_arm(self, overrides: dict[str, object]):  # type: ignore[no-untyped-def]
+        """'ours' with other `IndexSettings` (not the number of snapshots), on the same gradients."""
+        settings = replace(IndexSettings(projection_dim=ours.PROJECTION_DIM, seed=0), **overrides)
+
+        def run(trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
+            return self._ours(ours.design_arm_name(overrides), trained, rows, need_self, settings.snapshots, settings)
+        return run
 
     def run_grad_dot(self, trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
         return methods.grad_dot(self.features(trained, rows), need_self)
@@ -172,6 +184,8 @@ class LmBackend:
                    "TF-IDF": self.run_tfidf, "base embedding": self.run_embedding}
         if self.final_only_arm:
             runners[FINAL_ONLY_ARM] = self.run_ours_final_only
+        for overrides in self.design_arms:
+            runners[ours.design_arm_name(overrides)] = self.design_arm(overrides)
         if self.peers:
             from bench.attribution import peers_lm
 

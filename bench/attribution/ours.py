@@ -20,7 +20,7 @@ import torch
 from bench.attribution.methods import MethodOutput
 from bench.attribution.tasks import Row
 from provenant.attribution import index as attribution_index
-from provenant.attribution.gradients import Projector
+from provenant.attribution.projection import Projector
 from provenant.factory.train import Example
 from provenant.serving.engine import Classifier
 
@@ -45,6 +45,11 @@ def engine_description() -> str:
     if hasattr(attribution_index, "share_credit") or hasattr(attribution_index, "mislabel_scores"):
         parts.append("duplicate credit sharing + stored self-influence")
     return " + ".join(parts)
+
+
+def design_arm_name(overrides: dict[str, object]) -> str:
+    """'ours damping_ratio=3 projection=gaussian': a design arm, named by the settings it changes."""
+    return "ours " + " ".join(f"{key}={value}" for key, value in overrides.items())
 
 
 def ours_classification(classifier: Classifier, train_rows: Sequence[Row], test_rows: Sequence[Row],
@@ -100,7 +105,7 @@ def latency_at(classifier: Classifier, index: attribution_index.AttributionIndex
                n_rows: int, cache_bytes: int) -> float:
     """Median seconds of one `attribute` call against an index tiled to `n_rows` rows (`tile_index`).
     bench/bench_attribution_latency.py measures the same call with more queries, p90 and a breakdown."""
-    from provenant.attribution.gradients import set_projection_cache
+    from provenant.attribution.projection import set_projection_cache
 
     big = tile_index(index, n_rows)
     set_projection_cache(cache_bytes)
@@ -133,7 +138,7 @@ def ours_projected(name: str, layout: tuple[tuple[str, int], ...], train_grads: 
     taken afresh; when given, the per-answer latency at 10,000 rows is measured (`latency_projected`)."""
     settings = settings or attribution_index.IndexSettings(projection_dim=PROJECTION_DIM, seed=0)
     projector = Projector(layout=layout, dim=settings.projection_dim, seed=settings.seed,
-                          per_module=settings.per_module)
+                          per_module=settings.per_module, sketch=settings.projection)
     started = time.perf_counter()
     train = projector.project(train_grads)
     index = attribution_index.index_from_projected(
@@ -163,7 +168,7 @@ def latency_projected(index: attribution_index.AttributionIndex, projector: Proj
                       answer_gradients: Callable[[int], torch.Tensor], n_rows: int, n_queries: int) -> float:
     """Median seconds for one answer against `index` tiled to `n_rows` (`tile_index`): its gradients at
     every snapshot (`answer_gradients`), one projection (blocks cached, as a server keeps them), scoring."""
-    from provenant.attribution.gradients import set_projection_cache
+    from provenant.attribution.projection import set_projection_cache
 
     big = tile_index(index, n_rows)
     set_projection_cache(400 << 20)

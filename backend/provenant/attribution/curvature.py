@@ -1,6 +1,6 @@
 """Curvature preconditioning in the projected gradient space: a damped Gauss-Newton inverse.
 
-With training gradients projected to D dimensions (`gradients.Projector`), the empirical
+With training gradients projected to D dimensions (`projection.Projector`), the empirical
 Gauss-Newton / Fisher matrix is F = G^T G / N (D x D). Influence is q^T (F + lambda I)^-1 g: the
 first-order change in the query's loss when the training row is up-weighted, with the
 curvature telling which directions the rest of the data already pins down. That is what makes
@@ -79,7 +79,7 @@ def fit_preconditioner(projected: np.ndarray | torch.Tensor, damping_ratio: floa
                        blocks: Sequence[tuple[int, int]] | None = None) -> Preconditioner:
     """Fit (F + lambda I) from (N, D) projected training gradients and factor it.
 
-    blocks: (start, stop) coordinate ranges, one per module (`gradients.Projector.block_slices`): F is
+    blocks: (start, stop) coordinate ranges, one per module (`projection.Projector.block_slices`): F is
     then block-diagonal (cross-module terms dropped, as in EK-FAC/LoGra) and each block is damped by
     `damping_ratio` x ITS OWN mean eigenvalue, so a module with small gradients (a LoRA A matrix, the
     head) is preconditioned on its own scale instead of being swamped by the largest module's damping.

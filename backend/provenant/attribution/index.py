@@ -5,7 +5,7 @@ score(query, row) = sum over snapshots s of (P g_query,s) . v_row,s,
 v_row,s = (F_s + lambda I)^-1 P g_row,s * min(1, tau_s / |P g_row,s|)
 
 g is the gradient of the loss at a label w.r.t. the trainable tensors (LoRA + head), P the seeded
-projection (`gradients.Projector`), F the projected Gauss-Newton matrix of the training rows
+projection (`projection.Projector`: a sparse sign map since format /4, Gaussian before), F the projected Gauss-Newton matrix of the training rows
 (`curvature`; optionally block-diagonal per module, P then projecting each LoRA module and the head
 into its own block of coordinates), tau the median training-gradient norm (outliers clipped). Positive means
 up-weighting the row lowers the query's loss at that label, i.e. the row pushed the model toward
@@ -41,14 +41,16 @@ from provenant.attribution.curvature import (DEFAULT_CLIP_QUANTILE, DEFAULT_DAMP
                                              mislabel_suspicion, neighbour_disagreement, training_vectors)
 from provenant.attribution.duplicates import (DEFAULT_NEAR_THRESHOLD, POLICIES, duplicate_groups,
                                               share_credit)
-from provenant.attribution.gradients import Projector, per_example_gradients
+from provenant.attribution.gradients import per_example_gradients
+from provenant.attribution.projection import SKETCHES, Projector
 from provenant.attribution.query_gradients import query_gradients_at
 from provenant.attribution.snapshots import MAX_SNAPSHOTS, adapter_digests, earlier_adapters
 from provenant.factory.train import Example
 from provenant.serving.engine import Classifier
 
-INDEX_FORMAT = "provenant-attribution-index/3"  # /3: snapshots (earlier epoch adapters) and their vectors
-READABLE_FORMATS = (INDEX_FORMAT, "provenant-attribution-index/2")  # /2: the final adapter only
+INDEX_FORMAT = "provenant-attribution-index/4"  # /4: the projection sketch is named (sparse by default)
+# /3: snapshots (earlier epoch adapters) and their vectors; /2: the final adapter only; both Gaussian
+READABLE_FORMATS = (INDEX_FORMAT, "provenant-attribution-index/3", "provenant-attribution-index/2")
 LEGACY_FORMAT = "provenant-attribution-index/1"  # plain grad-dot, no groups: still readable
 PROJECT_BLOCK = 256  # examples whose gradients are held at once, per snapshot (256 x P float32, ~77 MB for MiniLM r=8)
 SCORE_BLOCK = 65536  # index rows scored per matrix product
@@ -90,6 +92,7 @@ class IndexSettings:
     # epoch-end adapters the rows are indexed at, the final one included (`snapshots.py`); each adds
     # projection_dim floats per row
     snapshots: int = DEFAULT_SNAPSHOTS
+    projection: str = "sparse"  # the random projection's sketch (projection.SKETCHES)
 
     def __post_init__(self) -> None:
         problems = [msg for ok, msg in [
@@ -101,6 +104,7 @@ class IndexSettings:
              "duplicate_threshold must be in (0, 1] or None"),
             (self.credit_policy in POLICIES, f"credit_policy must be one of {POLICIES}"),
             (self.curvature in CURVATURES, f"curvature must be one of {CURVATURES}"),
+            (self.projection in SKETCHES, f"projection must be one of {SKETCHES}"),
             (1 <= self.snapshots <= MAX_SNAPSHOTS, f"snapshots must be in [1, {MAX_SNAPSHOTS}]"),
             (4 * self.snapshots * self.projection_dim + ROW_METADATA_BYTES <= MAX_BYTES_PER_EXAMPLE,
              f"4 x snapshots x projection_dim + {ROW_METADATA_BYTES} bytes must be <= {MAX_BYTES_PER_EXAMPLE} "
@@ -114,7 +118,7 @@ class IndexSettings:
                 "clip_quantile": self.clip_quantile,
                 "duplicate_threshold": self.duplicate_threshold,
                 "duplicate_words_added": self.duplicate_words_added, "credit_policy": self.credit_policy,
-                "curvature": self.curvature, "snapshots": self.snapshots}
+                "curvature": self.curvature, "snapshots": self.snapshots, "projection": self.projection}
 
     @property
     def per_module(self) -> bool:
@@ -217,9 +221,9 @@ class AttributionIndex:
             raise AttributionIndexError(f"unsupported index format {fmt!r}")
         try:
             # indexes written before module blocks existed were one global block; those written
-            # before the words-added test grouped without it
+            # before the words-added test grouped without it; those before format /4 are Gaussian
             settings = IndexSettings(**{"curvature": "global", "duplicate_words_added": False, "snapshots": 1,
-                                        **metadata["settings"]})
+                                        "projection": "gaussian", **metadata["settings"]})
             if fmt == LEGACY_FORMAT:  # grad-dot vectors; self-influence is |g|^2; no groups
                 grads = arrays["gradients"].astype(np.float64)
                 return cls(arrays["gradients"], arrays["contribution_ids"], arrays["row_indices"],
@@ -285,12 +289,13 @@ def build_index(classifier: Classifier, examples: Sequence[Example], settings: I
     unknown = sorted({ex.label for ex in examples} - set(classifier.labels))
     if unknown:
         raise ValueError(f"examples use labels the classifier does not have: {unknown[:5]}")
-    projector = Projector.for_classifier(classifier, settings.projection_dim, settings.seed, settings.per_module)
+    projector = Projector.for_classifier(classifier, settings.projection_dim, settings.seed, settings.per_module,
+                                         settings.projection)
     label_ids = [classifier.label_to_id[ex.label] for ex in examples]
     epochs, earlier = earlier_adapters(epoch_adapters, classifier.adapter_sha256, settings.snapshots)
     models = [classifier] + [Classifier.load(adapter, classifier.config) for adapter in earlier]
-    # One projection pass per block of rows for every snapshot's gradients at once: generating the
-    # projection (P x D Gaussians) costs about a third of a block's gradients, so it is not repeated
+    # One projection pass per block of rows for every snapshot's gradients at once: generating a
+    # Gaussian projection (P x D) cost about a third of a block's gradients, so it is not repeated
     # per snapshot (measured on the benchmark's 280 rows: 6.3 s -> see bench/RESULTS.md, session 9).
     per_model: list[list[torch.Tensor]] = [[] for _ in models]
     for start in range(0, len(examples), PROJECT_BLOCK):
@@ -334,7 +339,7 @@ def attribute_many(classifier: Classifier, index: AttributionIndex, texts: Seque
                    labels: Sequence[str] | None = None, share_duplicates: bool = True) -> np.ndarray:
     """(len(texts), len(index)) float64 scores; one projection pass for the whole batch of queries."""
     projector = Projector.for_classifier(classifier, index.settings.projection_dim, index.settings.seed,
-                                         index.settings.per_module)
+                                         index.settings.per_module, index.settings.projection)
     if index.adapter_sha256 != classifier.adapter_sha256 or index.layout_sha256 != projector.layout_sha256:
         raise AttributionIndexError("this attribution index was built for a different adapter")
     if labels is None:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from provenant.attribution.aggregate import Attribution, ContributionMeta, aggregate
-from provenant.attribution.gradients import Projector
+from provenant.attribution.projection import Projector
 from provenant.attribution.lora_gradients import adapters_side_by_side, per_example_linear_gradients
 from provenant.attribution.index import (PROJECT_BLOCK, AttributionIndex, AttributionIndexError, IndexSettings,
                                          index_from_projected, score_projected)
@@ -50,7 +50,8 @@ def lm_projector(model: nn.Module, settings: IndexSettings) -> Projector:
     layout = tuple((name, p.numel()) for name, p in trainable(model))
     if not layout:
         raise AttributionIndexError("the model has no trainable (LoRA) tensors to attribute through")
-    return Projector(layout=layout, dim=settings.projection_dim, seed=settings.seed, per_module=settings.per_module)
+    return Projector(layout=layout, dim=settings.projection_dim, seed=settings.seed, per_module=settings.per_module,
+                     sketch=settings.projection)
 
 
 def adapter_fingerprint(model: nn.Module) -> str:

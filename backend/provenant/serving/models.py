@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from provenant.attribution.aggregate import Attribution, ContributionMeta, aggregate
-from provenant.attribution.gradients import set_projection_cache
+from provenant.attribution.projection import set_projection_cache
 from provenant.attribution.index import AttributionIndex, attribute
 from provenant.chain.client import ChainClient
 from provenant.chain.deploy import Contracts
@@ -106,8 +106,9 @@ class ServedModel:
         return aggregate(scores, self.index.contribution_ids, self.meta)
 
 
-# Attributing every call regenerates the random projection unless its blocks are cached;
-# ~300 MB covers every adapter that shares one layout (base, rank, targets, seed, dim).
+# Indexes before format /4 project with a Gaussian map, regenerated on every call unless its blocks
+# are cached; ~300 MB covers every adapter that shares one layout (base, rank, targets, seed, dim).
+# Newer indexes use the sparse map, which is always kept (a few MB) and never touches this cache.
 PROJECTION_CACHE_BYTES = 320 * 1024 * 1024
 
 
