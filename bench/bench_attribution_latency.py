@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.attribution.ours import tile_index  # noqa: E402
 from provenant.attribution import index as attribution_index  # noqa: E402
 from provenant.attribution.gradients import per_example_gradients_vmap  # noqa: E402
-from provenant.attribution.projection import Projector, set_projection_cache  # noqa: E402
+from provenant.attribution.projection import SKETCHES, Projector, set_projection_cache  # noqa: E402
 from provenant.attribution.query_gradients import query_gradient, query_gradient_plain  # noqa: E402
 from provenant.factory.synthetic import synthetic_examples  # noqa: E402
 from provenant.factory.train import LoraSettings, train_classifier  # noqa: E402
@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", type=int, default=96, help="distinct training rows (trained on, then tiled)")
     parser.add_argument("--curvature", default="global", choices=attribution_index.CURVATURES)
     parser.add_argument("--dim", type=int, default=1024)
-    parser.add_argument("--cache-mb", type=int, default=400, help="projection block cache (0: off)")
+    parser.add_argument("--projection", default="sparse", choices=SKETCHES, help="the index's projection sketch")
+    parser.add_argument("--cache-mb", type=int, default=400,
+                        help="Gaussian projection block cache (0: off; the default sparse map needs none)")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
     parser.add_argument("--blas-threads", type=int, default=0,
                         help="numpy's BLAS threads for the whole run (0: leave as is). After a parallel call "
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     adapter = train_classifier(rows, LoraSettings(epochs=1, max_length=32, seed=3))
     classifier = Classifier.load(adapter.adapter_bytes, adapter.config)
     # one adapter (the trainer runs 1 epoch here): the final-adapter query path, old against new
-    settings = attribution_index.IndexSettings(projection_dim=args.dim, seed=0, curvature=args.curvature, snapshots=1)
+    settings = attribution_index.IndexSettings(projection_dim=args.dim, seed=0, curvature=args.curvature, snapshots=1,
+                                               projection=args.projection)
     big = tile_index(attribution_index.build_index(classifier, rows, settings), args.rows)
     projector = Projector.for_classifier(classifier, settings.projection_dim, settings.seed, settings.per_module,
                                          settings.projection)
