@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lds", type=int, default=None,
                         help="LDS retrains (default: classification 50, quick 10; causal 0, ~16 s per retrain)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--task-seed", type=int, default=0,
+                        help="draw of both tasks' generated rows (default 0; another draw checks a design choice)")
     parser.add_argument("--rows-per-skill", type=int, default=None, help="classification rows per skill (default 64, quick 32)")
     parser.add_argument("--bulk-rows", type=int, default=None, help="classification bulk rows (default 3x rows per skill)")
     parser.add_argument("--design-arms", nargs="*", default=[],
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
 
         per_skill = args.rows_per_skill or (32 if args.quick else 64)
         task = classification_task(rows_per_skill=per_skill, bulk_rows=args.bulk_rows or 3 * per_skill,
-                                   test_per_skill=16 if args.quick else 20, sybil_edit=args.sybil_edit)
+                                   test_per_skill=16 if args.quick else 20, sybil_edit=args.sybil_edit,
+                                   seed=args.task_seed)
         arms = [design_overrides(arm) for arm in args.design_arms]
         backend = ClsBackend(task, ClsConfig(), peers, arms, args.final_only_arm)
         result = run_task(task, backend.backend(), lds_retrains=lds, sybil_seeds=args.sybil_seeds,
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     if "causal" in args.tasks:
         from bench.attribution.lm_backend import LmBackend, LmConfig
 
-        task = causal_task(rows_per_skill=24, bulk_rows=48, test_per_skill=8) if args.quick else causal_task()
+        task = (causal_task(rows_per_skill=24, bulk_rows=48, test_per_skill=8, seed=args.task_seed) if args.quick
+                else causal_task(seed=args.task_seed))
         from bench.attribution.lm_model import LmSettings
 
         backend = LmBackend(task, LmConfig(LmSettings(pretrain_steps=args.lm_pretrain_steps)), peers,

@@ -90,7 +90,8 @@ def verdict(result: TaskResult) -> list[str]:
             lead = "" if best is None else (" (leads)" if getattr(arm, key) > getattr(best, key) else
                                             " (level)" if getattr(arm, key) == getattr(best, key) else " (behind)")
             parts.append(f"{key} {_f(getattr(arm, key))}{lead}")
-        out.append(f"- design arm '{arm.name}': " + ", ".join(parts) + f", Sybil gain {_pct(arm.sybil_gain)}, "
+        out.append(f"- design arm '{arm.name}': " + ", ".join(parts) + f", LOO over owners "
+                   f"{_f(arm.loo_spearman_owners)}, Sybil gain {_pct(arm.sybil_gain)}, "
                    f"build {arm.build_over_training:.2f}x training")
     return out
 
