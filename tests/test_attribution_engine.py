@@ -256,6 +256,10 @@ def test_valuation_averages_held_out_scores_and_renders_a_table_and_chart(tmp_pa
     assert [p.name for p in files.paths] == ["report.txt", "report.svg", "report.json"]
     assert json.loads(files.paths[2].read_text())["datanets"][0] == {"id": "1", "value": 6.0, "share_ppm": 1_000_000}
     assert write_report(valuation, tmp_path / "again").paths[1].read_bytes() == files.paths[1].read_bytes()
+    assert "no shares" not in table
+    # every Datanet nets a loss: the table says there is nothing to share instead of listing 0% shares
+    harmful = value_from_scores([-np.abs(blocks[0])], 1, index, meta, "m")
+    assert all(s.ppm == 0 for s in harmful.attribution.datanets) and "no shares are given" in render_table(harmful)
     with pytest.raises(ValuationError, match="held-out"):
         value_from_scores([], 0, index, meta, "m")
     with pytest.raises(ValuationError, match="contributions"):

@@ -46,6 +46,11 @@ def render_table(valuation: Valuation) -> str:
     """Plain-text table: one block per level, value (mean influence on held-out loss) and share."""
     lines = [f"Value of the training data of {valuation.model}, measured on {valuation.eval_rows} held-out rows",
              "(value > 0: lowered held-out loss; share: of the positive part)"]
+    if not any(s.ppm for s in valuation.attribution.datanets):
+        # each value is a small difference of large positive and negative influences; when every
+        # Datanet nets <= 0 there is no positive part to share, and a row of 0% would read as "worthless"
+        lines.append("No Datanet lowered the held-out loss on net, so no shares are given; "
+                     "compare the signed values instead.")
     for title, bars in sections(valuation):
         lines += ["", title, f"  {'who':<44} {'value':>14} {'share':>9}"]
         lines += [f"  {_short(b.label, 44):<44} {b.value:>14.6g} {100 * b.share_ppm / PPM:>8.2f}%" for b in bars]
