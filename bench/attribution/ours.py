@@ -36,12 +36,12 @@ def _curvature():  # type: ignore[no-untyped-def]
     return curvature if hasattr(curvature, "fit_preconditioner") else None
 
 
-def engine_description() -> str:
+def engine_description(settings: attribution_index.IndexSettings | None = None) -> str:
     parts = ["build_index/attribute_many"]
     if _curvature():
-        defaults = attribution_index.IndexSettings()
-        parts.append(f"curvature preconditioner ({getattr(defaults, 'curvature', 'global')}, "
-                     f"damping {defaults.damping_ratio:g})")
+        settings = settings or attribution_index.IndexSettings()
+        parts.append(f"curvature preconditioner ({getattr(settings, 'curvature', 'global')}, "
+                     f"damping {settings.damping_ratio:g}, {getattr(settings, 'projection', 'gaussian')} projection)")
     if hasattr(attribution_index, "share_credit") or hasattr(attribution_index, "mislabel_scores"):
         parts.append("duplicate credit sharing + stored self-influence")
     return " + ".join(parts)
@@ -80,7 +80,7 @@ def ours_classification(classifier: Classifier, train_rows: Sequence[Row], test_
     kind = ("mislabel_scores of the index (neighbour disagreement and self-influence, by rank)" if hasattr(attribution_index, "mislabel_scores")
             else "self-influence (engine score of a row for its own label)")
     out = MethodOutput(name, scores, self_scores, kind, build, query, stored,
-                       [engine_description(), f"indexed at epochs {list(index.snapshot_epochs) or 'final only'}"])
+                       [engine_description(settings), f"indexed at epochs {list(index.snapshot_epochs) or 'final only'}"])
     return out, index
 
 
@@ -155,7 +155,8 @@ def ours_projected(name: str, layout: tuple[tuple[str, int], ...], train_grads: 
     query = (time.perf_counter() - started + grad_seconds[1]) / len(test_grads)
     self_scores = attribution_index.mislabel_scores(index) if need_self else None
     notes = [f"Projector + index_from_projected/score_projected, curvature {settings.curvature}, "
-             f"damping {settings.damping_ratio:g}, indexed at epochs {list(snapshot_epochs) or 'final only'}"]
+             f"damping {settings.damping_ratio:g}, {settings.projection} projection, "
+             f"indexed at epochs {list(snapshot_epochs) or 'final only'}"]
     if answer_gradients is not None:
         ms = 1000 * latency_projected(index, projector, answer_gradients, 10_000, len(test_grads))
         notes.append(f"per-answer latency at 10,000 training rows: {ms:.1f} ms (median of 7; the answer's "

@@ -5,11 +5,11 @@ score(query, row) = sum over snapshots s of (P g_query,s) . v_row,s,
 v_row,s = (F_s + lambda I)^-1 P g_row,s * min(1, tau_s / |P g_row,s|)
 
 g is the gradient of the loss at a label w.r.t. the trainable tensors (LoRA + head), P the seeded
-projection (`projection.Projector`: a sparse sign map since format /4, Gaussian before), F the projected Gauss-Newton matrix of the training rows
-(`curvature`; optionally block-diagonal per module, P then projecting each LoRA module and the head
-into its own block of coordinates), tau the median training-gradient norm (outliers clipped). Positive means
-up-weighting the row lowers the query's loss at that label, i.e. the row pushed the model toward
-that answer. The curvature is folded into v at build time, so a query
+projection (`projection.Projector`: a sparse sign map since format /4, Gaussian before), F the
+projected Gauss-Newton matrix of the training rows (`curvature`; optionally block-diagonal per
+module, P then projecting each LoRA module and the head into its own block of coordinates), tau the
+median training-gradient norm (outliers clipped). Positive means up-weighting the row lowers the
+query's loss at that label, i.e. the row pushed the model toward that answer. The curvature is folded into v at build time, so a query
 costs one gradient pass (an answer's S adapters side by side, `query_gradients.query_gradients_at`),
 one projection and one (N x S D) product. Scores then pass
 through `duplicates.share_credit`: exact and near-duplicate rows share one row's credit.

@@ -30,10 +30,10 @@ import torch
 from torch import nn
 
 from provenant.attribution.aggregate import Attribution, ContributionMeta, aggregate
-from provenant.attribution.projection import Projector
-from provenant.attribution.lora_gradients import adapters_side_by_side, per_example_linear_gradients
 from provenant.attribution.index import (PROJECT_BLOCK, AttributionIndex, AttributionIndexError, IndexSettings,
                                          index_from_projected, score_projected)
+from provenant.attribution.lora_gradients import adapters_side_by_side, per_example_linear_gradients
+from provenant.attribution.projection import Projector
 from provenant.attribution.snapshots import earlier_adapters
 from provenant.attribution.spans import (DEFAULT_MIN_LENGTH, SpanDocument, SpanIndex, build_span_index,
                                         combine_attributions, find_spans, span_attribution)

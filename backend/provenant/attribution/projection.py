@@ -5,7 +5,7 @@ Two sketches, each a Johnson-Lindenstrauss map (E[<Rx, Ry>] = <x, y>), named in 
 - "sparse" (the default since index format /4): every gradient coordinate goes to `SPARSE_NONZEROS`
   output coordinates, one in each of that many equal slices of its block, with a random sign, scaled
   by 1 / sqrt(SPARSE_NONZEROS) (Kane and Nelson's block construction). The map is a sparse matrix of
-  P x SPARSE_NONZEROS entries (5 MB for the causal benchmark's Llama), built once per layout and kept;
+  P x SPARSE_NONZEROS entries (7.6 MB for the causal benchmark's Llama), built once per layout and kept;
   one answer's projection is a sparse product (2.2 ms against 26 ms for the Gaussian map, which reads
   P x dim floats: 306 MB on that model; measured, bench/RESULTS.md session 11).
 - "gaussian" (indexes of formats /1 to /3): R ~ N(0, 1)^(P x dim) / sqrt(dim) in float32, regenerated
