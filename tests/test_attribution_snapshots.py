@@ -113,6 +113,18 @@ def test_a_tampered_snapshot_adapter_or_a_foreign_run_is_refused(trained: Traine
     arrays["snapshot_adapter_1"][-1] ^= 1
     with pytest.raises(AttributionIndexError, match="snapshot adapter does not match its sha256"):
         AttributionIndex.from_bytes(safetensors_save(arrays, metadata=metadata))
+    # a format-4 index must name its projection; an older one is read as Gaussian, and a sparse
+    # index relabelled as older is then refused at query time (its layout hash names the sparse map)
+    header = json.loads(metadata["provenant"])
+    del header["settings"]["projection"]
+    untouched = safetensors_load(data)
+    with pytest.raises(AttributionIndexError, match="do not name their projection"):
+        AttributionIndex.from_bytes(safetensors_save(untouched, metadata={"provenant": json.dumps(header)}))
+    header["format"] = "provenant-attribution-index/3"
+    relabelled = AttributionIndex.from_bytes(safetensors_save(untouched, metadata={"provenant": json.dumps(header)}))
+    assert relabelled.settings.projection == "gaussian" and index.settings.projection == "sparse"
+    with pytest.raises(AttributionIndexError, match="different adapter"):
+        attribute(classifier, relabelled, QUERIES[0], "sports")
 
     other = train_classifier(ROWS[:12], LoraSettings(epochs=3, max_length=32, seed=9))
     with pytest.raises(SnapshotError, match="not the adapter being indexed"):

@@ -220,6 +220,8 @@ class AttributionIndex:
         if fmt not in (*READABLE_FORMATS, LEGACY_FORMAT):
             raise AttributionIndexError(f"unsupported index format {fmt!r}")
         try:
+            if fmt == INDEX_FORMAT and "projection" not in metadata["settings"]:
+                raise AttributionIndexError("index settings do not name their projection")
             # indexes written before module blocks existed were one global block; those written
             # before the words-added test grouped without it; those before format /4 are Gaussian
             settings = IndexSettings(**{"curvature": "global", "duplicate_words_added": False, "snapshots": 1,
