@@ -28,8 +28,8 @@ from scipy.stats import spearmanr  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from provenant.attribution.gradients import per_example_gradients  # noqa: E402
-from provenant.attribution.projection import Projector  # noqa: E402
 from provenant.attribution.index import IndexSettings, index_from_projected, score_projected  # noqa: E402
+from provenant.attribution.projection import Projector  # noqa: E402
 from provenant.factory.model import encode  # noqa: E402
 from provenant.factory.synthetic import synthetic_examples  # noqa: E402
 from provenant.factory.train import LoraSettings, fit_classifier  # noqa: E402

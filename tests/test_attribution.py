@@ -16,10 +16,10 @@ import torch
 from provenant.attribution.gradients import (per_example_gradients, per_example_gradients_batched,
                                              per_example_gradients_loop, per_example_gradients_vmap)
 from provenant.attribution.aggregate import ContributionMeta
-from provenant.attribution.projection import (SKETCHES, SPARSE_NONZEROS, THREAD_ROWS, Projector,
-                                              set_projection_cache)
 from provenant.attribution.index import (AttributionIndex, IndexSettings, attribute, attribute_many, build_index,
                                          mislabel_scores)
+from provenant.attribution.projection import (SKETCHES, SPARSE_NONZEROS, THREAD_ROWS, Projector,
+                                              set_projection_cache)
 from provenant.attribution.valuation import value_classifier
 from provenant.factory.synthetic import synthetic_examples
 from provenant.factory.train import LoraSettings, train_classifier

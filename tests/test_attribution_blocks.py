@@ -9,8 +9,8 @@ import torch
 
 from provenant.attribution.curvature import (CurvatureError, fit_preconditioner, mislabel_suspicion,
                                              neighbour_disagreement, training_vectors)
-from provenant.attribution.projection import Projector
 from provenant.attribution.index import AttributionIndex, IndexSettings, index_from_projected, mislabel_scores
+from provenant.attribution.projection import Projector
 
 LAYOUT = (("enc.0.q.lora_A.w", 48), ("enc.0.q.lora_B.w", 40), ("enc.1.v.lora_A.w", 48), ("enc.1.v.lora_B.w", 40),
           ("head.bias", 2), ("head.weight", 30))

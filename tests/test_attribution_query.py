@@ -9,8 +9,8 @@ import torch
 
 from provenant.attribution import query_gradients
 from provenant.attribution.gradients import per_example_gradients, per_example_gradients_vmap
-from provenant.attribution.projection import Projector
 from provenant.attribution.index import IndexSettings, attribute, attribute_many, build_index, score_projected
+from provenant.attribution.projection import Projector
 from provenant.factory.synthetic import synthetic_examples
 from provenant.factory.train import LoraSettings, train_classifier
 from provenant.serving.engine import Classifier

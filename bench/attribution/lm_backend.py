@@ -150,7 +150,8 @@ class LmBackend:
         return self._ours(FINAL_ONLY_ARM, trained, rows, need_self, 1)
 
     def design_arm(self, overrides: dict[str, object]):  # type: ignore[no-untyped-def]
-        """'ours' with other `IndexSettings` (not the number of snapshots), on the same gradients."""
+        """'ours' with other `IndexSettings`, on the same final-adapter gradients; the earlier snapshots'
+        gradients are taken at the epochs `settings.snapshots` picks."""
         settings = replace(IndexSettings(projection_dim=ours.PROJECTION_DIM, seed=0), **overrides)
 
         def run(trained: Trained, rows: Sequence[Row], need_self: bool) -> MethodOutput:
