@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                              "are averaged for the Sybil gain (default 3; 1: the single retrained pair)")
     parser.add_argument("--loo-seeds", type=int, default=3,
                         help="training seeds each leave-one-out test-loss change is averaged over (default 3)")
+    parser.add_argument("--lds-seeds", type=int, default=1,
+                        help="training seeds per LDS subset (default 1); with 2 or more the LDS's truth is their mean "
+                             "test loss and the seeds' agreement (the LDS any method could reach) is reported")
     parser.add_argument("--sybil-edit", choices=sorted(SYBIL_EDITS), default="verbatim",
                         help="classification: the Sybil edits each copied row by one word ('append' at the end, "
                              "'insert' in the middle) instead of copying it (default: verbatim)")
@@ -119,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         arms = [design_overrides(arm) for arm in args.design_arms]
         backend = ClsBackend(task, ClsConfig(), peers, arms, args.final_only_arm)
         result = run_task(task, backend.backend(), lds_retrains=lds, sybil_seeds=args.sybil_seeds,
-                          dedup=not args.keep_repeats, loo_seeds=args.loo_seeds)
+                          dedup=not args.keep_repeats, loo_seeds=args.loo_seeds,
+                          lds_seeds=args.lds_seeds)
         result.extra.update({f"ours per-answer latency at 10,000 training rows ({k})": f"{v:.1f} ms"
                              for k, v in backend.latency.items()})
         results.append(result)
@@ -134,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         backend = LmBackend(task, LmConfig(LmSettings(pretrain_steps=args.lm_pretrain_steps)), peers,
                             args.final_only_arm, [design_overrides(arm) for arm in args.design_arms])
         result = run_task(task, backend.backend(), lds_retrains=args.lds or 0, sybil_seeds=args.sybil_seeds,
-                          dedup=not args.keep_repeats, loo_seeds=args.loo_seeds)
+                          dedup=not args.keep_repeats, loo_seeds=args.loo_seeds,
+                          lds_seeds=args.lds_seeds)
         result.extra.update({f"per-skill test loss / exact match ({e['model']})":
                              ", ".join(f"{k} {v[0]:.3f} / {v[1]:.2f}" for k, v in e.items() if k != "model")
                              for e in backend.per_skill[:2]})

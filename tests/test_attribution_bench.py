@@ -58,6 +58,23 @@ def test_metrics_on_known_answers() -> None:
     # LDS is 1 when the summed scores order the subsets exactly as their losses do
     masks = [np.array([1, 0, 0], bool), np.array([1, 1, 0], bool), np.array([1, 1, 1], bool)]
     assert metrics.lds(np.array([[1.0, 1.0, 1.0]]), masks, np.array([[3.0], [2.0], [1.0]])) == pytest.approx(1.0)
+    # gain-weighted values: row 0 (|s| sum 8) hands out its 0.6 nats, row 1 (|s| sum 6) its 0.3, signed;
+    # row 2 has no non-zero score and hands out nothing
+    scores = np.array([[2.0, 1.0, -5.0], [1.0, 4.0, -1.0], [0.0, 0.0, 0.0]])
+    values = metrics.gain_weighted_values(scores, np.array([0.6, -0.3, 0.2]), ["a", "b", "c"], ["a", "b", "c"])
+    assert values == pytest.approx({"a": 0.15 + 0.05, "b": 0.075 + 0.2, "c": -0.375 - 0.05})
+    # Two seeds that agree exactly leave no noise: every ceiling is 1. Independent noise leaves ~0.
+    same = np.repeat(np.arange(8.0)[:, None, None], 2, axis=1)  # (S=8, K=2, Q=1)
+    assert metrics.retrain_agreement(same) == pytest.approx((1.0, 1.0, 1.0))
+    noise = np.random.default_rng(0).normal(size=(200, 2, 5))
+    agreement, one, mean = metrics.retrain_agreement(noise)
+    assert agreement < 0.1 and one < 0.35 and mean >= one
+    # half signal, half noise: the seeds agree at r ~ 0.5, and the two-seed mean is the cleaner truth
+    signal = np.random.default_rng(1).normal(size=(400, 1, 3))
+    agreement, one, mean = metrics.retrain_agreement(signal + np.random.default_rng(2).normal(size=(400, 2, 3)))
+    assert 0.4 < agreement < 0.6 and mean == pytest.approx(np.sqrt(2 * agreement / (1 + agreement)), abs=0.02) and mean > one
+    with pytest.raises(ValueError, match="seeds >= 2"):
+        metrics.retrain_agreement(np.zeros((4, 1, 2)))
 
 
 KEYS = {"category": ("red", "blue"), "size": ("north", "south"), "order": ("happy", "angry"), "negation": ("cat", "dog")}
@@ -92,17 +109,22 @@ def test_harness_runs_end_to_end_on_a_tiny_config() -> None:
     backend = ClsBackend(task, config, final_only_arm=True)
     runners = backend.backend()
     runners.methods = {k: runners.methods[k] for k in ("ours", FINAL_ONLY_ARM, "grad-dot", "TF-IDF")}
-    result = run_task(task, runners, lds_retrains=3, sybil_seeds=2, loo_seeds=2)
+    result = run_task(task, runners, lds_retrains=3, sybil_seeds=2, loo_seeds=2, lds_seeds=2)
 
     assert [m.name for m in result.methods] == ["ours", FINAL_ONLY_ARM, "grad-dot", "TF-IDF"]
     assert set(result.loo_delta) == set(CONTRIBUTORS) and result.lds_retrains == 3
     for m in result.methods:
         assert not m.error, m.error
-        for value in (m.auc, m.loo_spearman, m.loo_spearman_owners, m.lds, m.top1, m.sybil_gain, m.bulk_share, m.query_ms):
+        for value in (m.auc, m.loo_spearman, m.loo_spearman_owners, m.loo_spearman_gain, m.loo_spearman_summed, m.lds, m.top1, m.sybil_gain, m.bulk_share, m.query_ms):
             assert isinstance(value, float) and not math.isnan(value), (m.name, value)
         assert -1.0 <= m.loo_spearman <= 1.0 and -1.0 <= m.lds <= 1.0 and 0.0 <= m.top1 <= 1.0
+        assert -1.0 <= m.lds_one_seed <= 1.0  # two LDS seeds: the first seed's LDS is reported beside the mean's
         assert m.bytes_per_example > 0 and m.build_seconds >= 0
     by_name = {m.name: m for m in result.methods}
+    # ours is valued as the product values a model (gain-weighted), the anchors by their summed scores
+    assert [m.loo_rule for m in result.methods] == ["gain-weighted", "gain-weighted", "summed", "summed"]
+    assert by_name["ours"].loo_spearman == by_name["ours"].loo_spearman_gain
+    assert by_name["grad-dot"].loo_spearman == by_name["grad-dot"].loo_spearman_summed
     # mislabelled rows have a larger training loss, hence a larger gradient: above chance for both
     assert by_name["grad-dot"].auc > 0.6 and by_name["ours"].auc > 0.6
     assert by_name["ours"].bytes_per_example <= 16 * 1024
@@ -115,6 +137,7 @@ def test_harness_runs_end_to_end_on_a_tiny_config() -> None:
     assert result.loo_delta["mallory"] == 0.0  # removing the copy leaves the same distinct rows: the same models
     assert "leave-one-out with bob and mallory removed together" in result.extra
     assert result.extra["leave-one-out"] == "test-loss change averaged over 2 training seed(s)"
+    assert result.extra["LDS truth"].startswith("mean test loss of 2 training seeds per subset; two seeds'")
     assert all(abs(m.sybil_gain) < 1e-9 for m in result.methods), [(m.name, m.sybil_gain) for m in result.methods]
     assert "ours_10k_ms" in backend.latency and backend.latency["ours_10k_ms"] > 0
     text = report.section([result], "test", 1, "2026-11-26", [])
@@ -129,6 +152,9 @@ def test_harness_runs_end_to_end_on_a_tiny_config() -> None:
     verdict = report.verdict(result)
     assert any(line.startswith(f"- design arm '{FINAL_ONLY_ARM}': ") for line in verdict), verdict
     assert not any(f"best anchor {FINAL_ONLY_ARM}" in line for line in verdict), verdict
+    assert any(line.startswith("- lds against the first training seed's retrains alone") for line in verdict), verdict
+    assert any(line.startswith("- LOO Spearman with every method's values gain-weighted") for line in verdict), verdict
+    assert "Contributor values behind LOO Spearman and the bulk share: ours: gain-weighted" in text
 
 
 def test_datainf_closed_form_matches_the_explicit_inverse() -> None:

@@ -239,28 +239,39 @@ def test_valuation_averages_held_out_scores_and_renders_a_table_and_chart(tmp_pa
     index = _index(rows, IndexSettings(projection_dim=D))
     meta = {1: ContributionMeta("0xaaa", 1), 2: ContributionMeta("0xbbb", 1), 3: ContributionMeta("0xaaa", 2),
             4: ContributionMeta("0xccc", 2)}
-    blocks = [np.array([[1.0, 2, 0, -1, 1, 2, 0, -1]]), np.array([[3.0, 0, 0, -1, 3, 0, 0, -1]])]
-    valuation = value_from_scores(blocks, 2, index, meta, "model 7 (demo)")
-    np.testing.assert_allclose(valuation.per_example, [2.0, 1, 0, -1, 2, 1, 0, -1])
+    # held-out row 1 improved by 1.2 nats: its scores (|s| sum 8) hand out 1.2 in proportion, signed;
+    # row 2 got worse by 0.8 against the guess: its scores (|s| sum 8) hand out 0.8 the same way
+    blocks = [(np.array([[1.0, 2, 0, -1, 1, 2, 0, -1]]), np.array([1.2])),
+              (np.array([[3.0, 0, 0, -1, 3, 0, 0, -1]]), np.array([-0.8]))]
+    valuation = value_from_scores(blocks, 2, index, meta, "model 7 (demo)", baseline="a uniform guess")
+    np.testing.assert_allclose(valuation.per_example, [0.225, 0.15, 0, -0.125, 0.225, 0.15, 0, -0.125])
+    assert valuation.gain == pytest.approx(0.2)
     by_contribution = {s.key: s.score for s in valuation.attribution.contributions}
-    assert by_contribution == {"1": 4.0, "2": 2.0, "3": 0.0, "4": -2.0}
+    assert by_contribution == pytest.approx({"1": 0.45, "2": 0.3, "3": 0.0, "4": -0.25})
     shares = {s.key: s.ppm for s in valuation.attribution.datanets}
-    assert shares == {"1": 1_000_000, "2": 0}  # Datanet 2 nets -2: no share of the positive part
+    assert shares == {"1": 1_000_000, "2": 0}  # Datanet 2 nets -0.25: no share of the positive part
     table = render_table(valuation)
     assert "Datanet 1" in table and "0xccc" in table and "100.00%" in table
+    assert "held-out loss is 0.2 nats per row below a uniform guess's" in table
     svg = ET.fromstring(render_svg(valuation))
     rects = [e for e in svg.iter() if e.tag.endswith("rect")]
     assert len(rects) == 1 + 2 + 3 + 4  # background + bars for Datanets, contributors, contributions
     assert any(r.get("fill") == "#c62828" for r in rects)  # the harmful contribution is drawn red
     files = write_report(valuation, tmp_path / "out")
     assert [p.name for p in files.paths] == ["report.txt", "report.svg", "report.json"]
-    assert json.loads(files.paths[2].read_text())["datanets"][0] == {"id": "1", "value": 6.0, "share_ppm": 1_000_000}
+    saved = json.loads(files.paths[2].read_text())
+    assert saved["datanets"][0] == {"id": "1", "value": pytest.approx(0.75), "share_ppm": 1_000_000}
+    assert saved["gain"] == pytest.approx(0.2) and saved["baseline"] == "a uniform guess"
     assert write_report(valuation, tmp_path / "again").paths[1].read_bytes() == files.paths[1].read_bytes()
     assert "no shares" not in table
     # every Datanet nets a loss: the table says there is nothing to share instead of listing 0% shares
-    harmful = value_from_scores([-np.abs(blocks[0])], 1, index, meta, "m")
+    harmful = value_from_scores([(-np.abs(blocks[0][0]), np.array([-1.0]))], 1, index, meta, "m")
     assert all(s.ppm == 0 for s in harmful.attribution.datanets) and "no shares are given" in render_table(harmful)
     with pytest.raises(ValuationError, match="held-out"):
         value_from_scores([], 0, index, meta, "m")
     with pytest.raises(ValuationError, match="contributions"):
         value_from_scores(blocks, 2, index, {1: meta[1]}, "m")
+    with pytest.raises(ValuationError, match="one gain per scored row"):
+        value_from_scores([(blocks[0][0], np.zeros(2))], 1, index, meta, "m")
+    with pytest.raises(ValuationError, match="finite"):
+        value_from_scores([(blocks[0][0], np.array([np.nan]))], 1, index, meta, "m")

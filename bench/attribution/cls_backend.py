@@ -127,4 +127,8 @@ class ClsBackend:
             from bench.attribution import peers
 
             runners.update(peers.classification_runners(self, self.peers))
-        return Backend(self.train, runners)
+        return Backend(self.train, runners, self.uniform_losses, ours_valuation="gain-weighted")  # as value_classifier
+
+    def uniform_losses(self) -> np.ndarray:
+        """Each test row's loss under a uniform guess over the labels: a classifier that learned nothing."""
+        return np.full(len(self.test_rows), np.log(len({r.label for r in self.task.train})))

@@ -40,6 +40,12 @@ class Backend:
 
     train: Callable[[Sequence[int], int], Trained]  # (row ids, training seed)
     methods: dict[str, Callable[[Trained, Sequence[Row], bool], MethodOutput]]
+    # each test row's loss before the task's data: a model that learned nothing from it (the
+    # gain-split valuation splits the full model's reduction of this loss); None: not reported
+    baseline_losses: Callable[[], np.ndarray] | None = None
+    # how ours values contributors on this task kind: "gain-weighted" (the product's classifier
+    # valuation, `valuation.gain_weighted`) or "summed" (summed scores, as every anchor)
+    ours_valuation: str = "summed"
 
 
 @dataclass
@@ -59,9 +65,17 @@ class MethodResult:
     self_kind: str = ""
     loo_spearman: float = float("nan")
     loo_spearman_owners: float = float("nan")  # the Sybil's copy counted as the victim's data (see run_task)
+    loo_rule: str = ""  # how loo_spearman values contributors: "gain-weighted" or "summed" (Backend.ours_valuation)
+    # every method under each rule: scores summed over the test rows (the papers' convention), and the
+    # product's model-level rule (`metrics.gain_weighted_values`; nan when the backend has no baseline)
+    loo_spearman_summed: float = float("nan")
+    loo_spearman_summed_owners: float = float("nan")
+    loo_spearman_gain: float = float("nan")
+    loo_spearman_gain_owners: float = float("nan")
     top1: float = float("nan")  # under the product's per-answer credit rule (aggregate.ANSWER_RULE)
     top1_signed: float = float("nan")  # under a plain signed sum of row scores (the papers' convention)
-    lds: float = float("nan")
+    lds: float = float("nan")  # against the mean test loss over the LDS's training seeds
+    lds_one_seed: float = float("nan")  # against the first seed's retrains alone (when there are several)
     sybil_gain: float = float("nan")
     bulk_share: float = float("nan")
     build_seconds: float = float("nan")
@@ -135,7 +149,7 @@ def distinct_rows(task: Task, ids: Sequence[int]) -> np.ndarray:
 
 
 def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, sybil_seeds: int = 1,
-             dedup: bool = True, loo_seeds: int = 1) -> TaskResult:
+             dedup: bool = True, loo_seeds: int = 1, lds_seeds: int = 1) -> TaskResult:
     """sybil_seeds: training seeds over which the Sybil gain's payouts are averaged, in both worlds.
     One retrained pair measures the training run's randomness as much as the method: on four tuning
     draws of the classification task one pair gave ours -6.0%, +5.1%, -2.6% and +9.4%.
@@ -143,7 +157,11 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
     step 2); False trains every row as given (the benchmark before that step).
     loo_seeds: training seeds over which each contributor's leave-one-out change in test loss is
     averaged (each seed against the full model of the same seed): one retrain's change is of the
-    order of the seed-to-seed noise for most contributors."""
+    order of the seed-to-seed noise for most contributors.
+    lds_seeds: training seeds per LDS subset. The LDS's truth is the expected test loss of a model
+    trained on the subset (Park et al. 2023); one training run estimates it with the run's noise,
+    which caps what any method can score. With two or more seeds the truth is their mean, and the
+    seeds' agreement with each other (`metrics.retrain_agreement`) is reported: the ceiling."""
     heads = row_heads(task) if dedup else np.arange(len(task.train))
 
     def trained_rows(ids: Sequence[int]) -> np.ndarray:
@@ -194,13 +212,12 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
                                                for s, f in zip(range(loo_seeds), fulls)]))
     log(f"{task.name}: LOO {SYBIL_VICTIM} and {SYBIL} together: delta test loss {owner_delta[SYBIL_VICTIM]:+.4f}")
 
-    subsets, subset_losses = [], []
+    subsets, subset_losses = [], []  # subset_losses: (seeds, Q) per subset
     rng = np.random.default_rng(seed + 7)
     for s in range(lds_retrains):
         mask = rng.random(len(all_ids)) < 0.5
-        trained = backend.train(np.flatnonzero(mask), 0)
         subsets.append(mask)
-        subset_losses.append(trained.test_losses)
+        subset_losses.append(np.stack([backend.train(np.flatnonzero(mask), k).test_losses for k in range(lds_seeds)]))
         if (s + 1) % 10 == 0 or s + 1 == lds_retrains:
             log(f"{task.name}: LDS retrain {s + 1}/{lds_retrains}")
 
@@ -231,25 +248,49 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
     # top-1 is over the answers the model gets right; a model that gets none right (the random-init
     # tiny-llama) is attributed at the reference answers of every test row instead
     answered = full.test_correct if full.test_correct.any() else np.ones_like(full.test_correct, dtype=bool)
+    baseline = None if backend.baseline_losses is None else backend.baseline_losses()
+    gains = None if baseline is None else baseline - full.test_losses
+
+    by_gain_for_ours = backend.ours_valuation == "gain-weighted" and baseline is not None
+
+    def model_values(name: str, out: MethodOutput, trained: Trained) -> dict[str, float]:
+        """Contributor values as the method values a model: ours by the backend's `ours_valuation`
+        (gain-weighted: the gains of `trained` over the baseline), anchors by summed scores."""
+        owners = [task.train[i].contributor for i in trained.ids]
+        if name.startswith("ours") and by_gain_for_ours:
+            return metrics.gain_weighted_values(out.scores, baseline - trained.test_losses, owners, CONTRIBUTORS)
+        return metrics.contributor_values(out.scores, owners, CONTRIBUTORS)
+
     results = []
     for name, out in outputs.items():
         if isinstance(out, str):
             results.append(MethodResult(name, error=out))
             continue
         values = metrics.contributor_values(out.scores, train_contributors, CONTRIBUTORS)
-        share = metrics.shares(values)
+        share = metrics.shares(model_values(name, out, full))
         result = MethodResult(
             name, auc=metrics.mislabel_auc(out.self_scores, flipped), self_kind=out.self_kind,
-            loo_spearman=metrics.loo_spearman(values, loo_delta),
-            loo_spearman_owners=metrics.loo_spearman(metrics.owner_values(values), owner_delta),
+            loo_spearman_summed=metrics.loo_spearman(values, loo_delta),
+            loo_spearman_summed_owners=metrics.loo_spearman(metrics.owner_values(values), owner_delta),
             top1=metrics.top1_accuracy(out.scores, train_contributors, test_skills, answered, ANSWER_RULE),
             top1_signed=metrics.top1_accuracy(out.scores, train_contributors, test_skills, answered, "signed"),
             bulk_share=share[BULK_CONTRIBUTOR], build_seconds=out.build_seconds,
             build_over_training=out.build_seconds / full.seconds, query_ms=out.query_seconds * 1000,
             bytes_per_example=out.bytes_per_example, notes=list(out.notes))
+        if gains is not None:
+            weighted = metrics.gain_weighted_values(out.scores, gains, train_contributors, CONTRIBUTORS)
+            result.loo_spearman_gain = metrics.loo_spearman(weighted, loo_delta)
+            result.loo_spearman_gain_owners = metrics.loo_spearman(metrics.owner_values(weighted), owner_delta)
+        by_gain = name.startswith("ours") and by_gain_for_ours
+        result.loo_rule = "gain-weighted" if by_gain else "summed"
+        result.loo_spearman = result.loo_spearman_gain if by_gain else result.loo_spearman_summed
+        result.loo_spearman_owners = result.loo_spearman_gain_owners if by_gain else result.loo_spearman_summed_owners
         if subsets:
-            result.lds = metrics.lds(out.scores, holds, np.stack(subset_losses))
-        _sybil_gain(result, name, worlds, task, share)
+            losses = np.stack(subset_losses)  # (S, seeds, Q)
+            result.lds = metrics.lds(out.scores, holds, losses.mean(axis=1))
+            if lds_seeds > 1:
+                result.lds_one_seed = metrics.lds(out.scores, holds, losses[:, 0])
+        _sybil_gain(result, name, worlds, task, share, model_values)
         results.append(result)
     return TaskResult(task.name, len(task.train), len(task.test), full.seconds, float(full.test_correct.mean()),
                       float(full.test_losses.mean()), loo_delta, loo_share, len(subsets), results,
@@ -258,11 +299,23 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
                        f"leave-one-out with {SYBIL_VICTIM} and {SYBIL} removed together":
                            f"{owner_delta[SYBIL_VICTIM]:+.4f}",
                        "training rows": (f"each distinct row once, as the Factory trains: {len(full.ids)} of "
-                                         f"{len(task.train)} rows" if dedup else "every row as given (--keep-repeats)")})
+                                         f"{len(task.train)} rows" if dedup else "every row as given (--keep-repeats)"),
+                       **_lds_truth(subset_losses, lds_seeds)})
+
+
+def _lds_truth(subset_losses: Sequence[np.ndarray], lds_seeds: int) -> dict[str, str]:
+    if not subset_losses or lds_seeds < 2:
+        return {}
+    agreement, one, mean = metrics.retrain_agreement(np.stack(subset_losses))
+    return {"LDS truth": f"mean test loss of {lds_seeds} training seeds per subset; two seeds' retrained losses "
+                         f"agree with Spearman {agreement:.3f} (mean over test rows), so an exact predictor of the "
+                         f"expected loss would score about {one:.3f} against one seed's retrains and {mean:.3f} "
+                         f"against the {lds_seeds}-seed mean"}
 
 
 def _sybil_gain(result: MethodResult, name: str, worlds: Sequence[SybilWorlds], task: Task,
-                valued_share: dict[str, float]) -> None:
+                valued_share: dict[str, float],
+                model_values: Callable[[str, MethodOutput, Trained], dict[str, float]]) -> None:
     """Payout, as settlement makes it: every call's fee split by that answer's shares (the product's
     per-answer rule), right or wrong, over the same test rows in the world with the copy and in the one
     without it (counting only answered rows would pay the copy for making its skill learnt better, not
@@ -286,6 +339,5 @@ def _sybil_gain(result: MethodResult, name: str, worlds: Sequence[SybilWorlds], 
         result.notes.append("Sybil gain per training seed: " + ", ".join(f"{g:+.1%}" for g in per_seed))
     first_once = worlds[0].runs_once[name]
     assert isinstance(first_once, MethodOutput)
-    once_contributors = [task.train[i].contributor for i in worlds[0].once.ids]
-    valued_once = metrics.shares(metrics.contributor_values(first_once.scores, once_contributors, CONTRIBUTORS))
+    valued_once = metrics.shares(model_values(name, first_once, worlds[0].once))
     result.notes.append(f"Sybil gain of model-level value shares: {metrics.sybil_gain(valued_share, valued_once):+.1%}")

@@ -14,6 +14,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from bench.attribution.tasks import SKILL_OWNER, SYBIL, SYBIL_VICTIM
+from provenant.attribution.valuation import gain_weighted
 
 
 def mislabel_auc(self_scores: np.ndarray | None, flipped: Sequence[bool]) -> float:
@@ -25,6 +26,16 @@ def mislabel_auc(self_scores: np.ndarray | None, flipped: Sequence[bool]) -> flo
 def contributor_values(scores: np.ndarray, train_contributors: Sequence[str],
                        contributors: Sequence[str]) -> dict[str, float]:
     per_row = scores.sum(axis=0)
+    owner = np.asarray(train_contributors)
+    return {c: float(per_row[owner == c].sum()) for c in contributors}
+
+
+def gain_weighted_values(scores: np.ndarray, gains: np.ndarray, train_contributors: Sequence[str],
+                         contributors: Sequence[str]) -> dict[str, float]:
+    """Contributor values by the product's model-level rule (`valuation.gain_weighted`): each test row's
+    scores normalised to sum to one in absolute value and weighted by |gain|, the row's loss
+    reduction over a model that learned nothing from the data. Sums of the rows' parts over the test set."""
+    per_row = gain_weighted(scores, gains)
     owner = np.asarray(train_contributors)
     return {c: float(per_row[owner == c].sum()) for c in contributors}
 
@@ -82,6 +93,27 @@ def lds(scores: np.ndarray, subsets: Sequence[np.ndarray], subset_losses: np.nda
         rho = spearmanr(predicted[:, q], -subset_losses[:, q]).statistic
         rhos.append(rho if np.isfinite(rho) else 0.0)
     return float(np.mean(rhos))
+
+
+def retrain_agreement(subset_losses: np.ndarray) -> tuple[float, float, float]:
+    """How far the LDS's truth is from noise-free, from retrains of each subset with K >= 2 seeds.
+    subset_losses: (S, K, Q). Returns, each a mean over test rows:
+    - the Spearman over subsets between two seeds' test losses (mean over seed pairs): r;
+    - the LDS an exact predictor of the expected loss would reach against one seed's losses, sqrt(r);
+    - the same against the K seeds' mean, sqrt(K r / (1 + (K - 1) r)) (Spearman-Brown).
+    Both ceilings treat the seed noise as independent of the subset; they are estimates, not bounds."""
+    losses = np.asarray(subset_losses, dtype=np.float64)
+    if losses.ndim != 3 or losses.shape[1] < 2:
+        raise ValueError(f"need (subsets, seeds >= 2, test rows) losses, got shape {losses.shape}")
+    k = losses.shape[1]
+    agreement, one, mean = [], [], []
+    for q in range(losses.shape[2]):
+        pairs = [spearmanr(losses[:, a, q], losses[:, b, q]).statistic for a in range(k) for b in range(a + 1, k)]
+        r = max(float(np.mean([p if np.isfinite(p) else 0.0 for p in pairs])), 0.0)
+        agreement.append(r)
+        one.append(np.sqrt(r))
+        mean.append(np.sqrt(k * r / (1 + (k - 1) * r)))
+    return float(np.mean(agreement)), float(np.mean(one)), float(np.mean(mean))
 
 
 def payout_shares(scores: np.ndarray, train_contributors: Sequence[str], contributors: Sequence[str],

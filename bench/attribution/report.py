@@ -69,10 +69,25 @@ def verdict(result: TaskResult) -> list[str]:
         out.append(f"- LOO Spearman over the data's owners (the Sybil's copy counted as {SYBIL_VICTIM}'s data, both "
                    f"removed together): ours {_f(ours.loo_spearman_owners)} (best anchor "
                    f"{best.name + ' ' + _f(best.loo_spearman_owners) if best else '—'})")
+    for rule, key in (("gain-weighted (the product's classifier valuation)", "loo_spearman_gain"),
+                      ("summed scores", "loo_spearman_summed")):
+        if math.isnan(getattr(ours, key)):
+            continue
+        parts = []
+        for suffix, who in (("", "contributors"), ("_owners", "owners")):
+            field = key + suffix
+            best = max(anchors, key=lambda m: -1e9 if math.isnan(getattr(m, field)) else getattr(m, field), default=None)
+            parts.append(f"{who} ours {_f(getattr(ours, field))} (best anchor "
+                         f"{best.name + ' ' + _f(getattr(best, field)) if best else '—'})")
+        out.append(f"- LOO Spearman with every method's values {rule}: " + "; ".join(parts))
     if not math.isnan(ours.top1_signed):  # top-1 above sums the supporting rows (the product's rule)
         best = max(anchors, key=lambda m: -1e9 if math.isnan(m.top1_signed) else m.top1_signed, default=None)
         out.append(f"- top1 with a signed sum of row scores instead: ours {_f(ours.top1_signed)} (best anchor "
                    f"{best.name + ' ' + _f(best.top1_signed) if best else '—'})")
+    if not math.isnan(ours.lds_one_seed):  # the LDS above is against the mean over several training seeds
+        best = max(anchors, key=lambda m: -1e9 if math.isnan(m.lds_one_seed) else m.lds_one_seed, default=None)
+        out.append(f"- lds against the first training seed's retrains alone (as in runs with one seed): ours "
+                   f"{_f(ours.lds_one_seed)} (best anchor {best.name + ' ' + _f(best.lds_one_seed) if best else '—'})")
     gain = ours.sybil_gain
     if not math.isnan(gain):
         best = min((m for m in anchors if not math.isnan(m.sybil_gain)), key=lambda m: abs(m.sybil_gain), default=None)
@@ -117,7 +132,10 @@ def section(results: Sequence[TaskResult], command: str, threads: int, date: str
             parts.append(f"- {key}: {value}")
         notes = [f"{m.name}: {'; '.join(m.notes)}" for m in r.methods if m.notes]
         kinds = [f"{m.name}: {m.self_kind}" for m in r.methods if m.self_kind]
-        parts += ["", "Mislabel scores: " + "; ".join(kinds) + ".", "", "Method notes: " + " | ".join(notes) + ".", ""]
+        rules = [f"{m.name}: {m.loo_rule}" for m in r.methods if m.loo_rule]
+        parts += ["", "Mislabel scores: " + "; ".join(kinds) + ".", "",
+                  "Contributor values behind LOO Spearman and the bulk share: " + "; ".join(rules) + ".", "",
+                  "Method notes: " + " | ".join(notes) + ".", ""]
     parts += list(extra) + [""]
     return "\n".join(parts)
 

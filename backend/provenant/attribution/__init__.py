@@ -20,7 +20,8 @@ The gradient engine (this package, apart from the span modules):
                row index), so a second copy, a Sybil's copy or a split contribution earns nothing extra.
 - `aggregate`  per-row scores -> contributions, contributors, Datanets: signed sums and integer
                shares (ppm) of the positive part.
-- `valuation`  model-level value: mean influence on held-out loss, aggregated the same way;
+- `valuation`  model-level value: influence on held-out loss, each held-out row's scores normalised
+               and weighted by the loss the model removed there, aggregated the same way;
   `chart`, `report`  its table, SVG chart and JSON (`provenant attribution report <model>`).
 
 Reproducibility: on one machine (same torch build and thread count) the same model, index and query

@@ -43,9 +43,12 @@ def _short(label: str, limit: int = 34) -> str:
 
 
 def render_table(valuation: Valuation) -> str:
-    """Plain-text table: one block per level, value (mean influence on held-out loss) and share."""
+    """Plain-text table: one block per level, value (part of the held-out gain, nats per row) and share."""
     lines = [f"Value of the training data of {valuation.model}, measured on {valuation.eval_rows} held-out rows",
              "(value > 0: lowered held-out loss; share: of the positive part)"]
+    if valuation.baseline:
+        lines.append(f"The model's held-out loss is {valuation.gain:.4g} nats per row below {valuation.baseline}'s; "
+                     "each held-out row's influences are weighted by how far the model moved its loss.")
     if not any(s.ppm for s in valuation.attribution.datanets):
         # each value is a small difference of large positive and negative influences; when every
         # Datanet nets <= 0 there is no positive part to share, and a row of 0% would read as "worthless"

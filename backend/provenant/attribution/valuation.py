@@ -1,12 +1,26 @@
 """Model-level valuation: each contribution's, contributor's and Datanet's share of a model's value.
 
-Value is influence on held-out evaluation loss: for every held-out row, the engine's score of each
-training row (positive: up-weighting the training row lowers that held-out row's loss), averaged
-over the held-out rows, duplicate credit shared, then summed per contribution, contributor and
-Datanet by `aggregate` under its "signed" rule (the plain sum; per-answer attribution sums only
-the supporting rows, see aggregate.py). Negative totals mean data that made the held-out loss worse (mislabelled
-or off-task rows). Shares are of the positive part, as for per-answer attribution, so a flashy
-Datanet that added little shows a small share beside a narrow one that carried the weight.
+Value is influence on held-out evaluation loss, weighted by what the model actually changed. For each
+held-out row q, the engine's per-answer scores s_qi (positive: training row i lowered q's loss;
+duplicate credit already shared) are normalised to sum to one in absolute value and weighted by the
+row's gain, |loss of a uniform guess over the labels (log K) - the model's loss|:
+
+    value_i = mean over q of  |gain_q| * s_qi / sum_j |s_qj|
+
+so each held-out row hands out exactly its gain in magnitude: supporters get a positive part,
+opposers (mislabelled or off-task rows) a negative one, and a row the model did not move counts for
+nothing. Values are summed per contribution, contributor and Datanet (`aggregate`, "signed" rule);
+shares are of the positive part, as for per-answer attribution.
+
+Why not the plain mean of scores (sessions 1-11): summed over many held-out rows, first-order
+influences are a small difference of large positive and negative parts whose scale is the
+gradients', so a few high-loss rows decide it. On the benchmark's classification task (five draws,
+bench/RESULTS.md session 12) contributor values by the plain mean agreed with leave-one-out
+retraining at Spearman 0.49 on average (-0.26 on one draw, where every contributor netted a loss);
+weighted by the gain, 0.74 (0.60 at worst); over data owners 0.56 -> 0.80. On the benchmark's causal
+LM (valued there only; draws 0-2) weighting by the gain over the pretrained base ranked worse than the
+plain sum (0.22 against 0.37), so an LM valuation would need its own check: there the gain mostly
+measures how bad the base was at a skill.
 """
 
 from __future__ import annotations
@@ -15,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from provenant.attribution.aggregate import Attribution, ContributionMeta, aggregate
 from provenant.attribution.index import AttributionIndex, attribute_many
@@ -32,35 +47,68 @@ class ValuationError(ValueError):
 class Valuation:
     model: str  # a name for titles: "model 7 (support-bot)"
     eval_rows: int
-    per_example: np.ndarray  # (N,) mean influence of each indexed training row on held-out loss
+    per_example: np.ndarray  # (N,) each indexed training row's gain-weighted influence, mean over held-out rows
     attribution: Attribution  # per contribution / contributor / Datanet: summed value and share (ppm)
+    gain: float = 0.0  # mean held-out loss reduction against the baseline, nats per row (signed)
+    baseline: str = ""  # what the gain is measured against, in words
 
     def to_json(self) -> dict[str, object]:
         def rows(shares):  # type: ignore[no-untyped-def]
             return [{"id": s.key, "value": s.score, "share_ppm": s.ppm} for s in shares]
 
-        return {"model": self.model, "eval_rows": self.eval_rows,
+        return {"model": self.model, "eval_rows": self.eval_rows, "gain": self.gain, "baseline": self.baseline,
                 "contributions": rows(self.attribution.contributions),
                 "contributors": rows(self.attribution.contributors), "datanets": rows(self.attribution.datanets)}
 
 
-def value_from_scores(score_batches: Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]], eval_rows: int,
-                      index: AttributionIndex, meta: Mapping[int, ContributionMeta], model: str) -> Valuation:
-    """Average (rows, N) blocks of per-answer scores (already duplicate-shared) and aggregate them."""
+def gain_weighted(scores: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """(rows, N) per-answer scores and (rows,) held-out gains -> (N,) each training row's summed part:
+    |gain_q| * s_qi / sum_j |s_qj| over the rows q. A row with no non-zero score gives nothing.
+    float64, row by row in order: the same bits for the same inputs."""
+    scores = np.asarray(scores, dtype=np.float64)
+    gains = np.asarray(gains, dtype=np.float64)
+    if scores.ndim != 2 or gains.shape != (scores.shape[0],):
+        raise ValuationError(f"one gain per scored row is required: scores {scores.shape}, gains {gains.shape}")
+    if not np.isfinite(gains).all():
+        raise ValuationError("held-out gains must be finite")
+    out = np.zeros(scores.shape[1])
+    for row, gain in zip(scores, gains):
+        total = np.abs(row).sum()
+        if total > 0:
+            out += abs(gain) * (row / total)
+    return out
+
+
+def value_from_scores(batches: Iterable[tuple[np.ndarray, np.ndarray]]
+                      | Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], eval_rows: int,
+                      index: AttributionIndex, meta: Mapping[int, ContributionMeta], model: str,
+                      baseline: str = "") -> Valuation:
+    """Weigh blocks of (scores (rows, N), already duplicate-shared; gains (rows,)) and aggregate them."""
     if eval_rows <= 0:
         raise ValuationError("valuation needs at least one held-out row")
-    batches = score_batches() if callable(score_batches) else score_batches
-    total = np.zeros(len(index), dtype=np.float64)
-    for block in batches:  # fixed order and fixed blocks: the sum is bit-identical run to run
-        if block.ndim != 2 or block.shape[1] != len(index):
-            raise ValuationError(f"score block of shape {block.shape} does not match an index of {len(index)} rows")
-        total += block.sum(axis=0)
+    blocks = batches() if callable(batches) else batches
+    total, gain_sum = np.zeros(len(index), dtype=np.float64), 0.0
+    for scores, gains in blocks:  # fixed order and fixed blocks: the sum is bit-identical run to run
+        if scores.ndim != 2 or scores.shape[1] != len(index):
+            raise ValuationError(f"score block of shape {scores.shape} does not match an index of {len(index)} rows")
+        total += gain_weighted(scores, gains)
+        gain_sum += float(np.sum(gains, dtype=np.float64))
     missing = sorted(set(index.contribution_ids.tolist()) - set(meta))
     if missing:
         raise ValuationError(f"no contributor/Datanet known for contributions {missing[:5]}")
     per_example = total / eval_rows
     return Valuation(model=model, eval_rows=eval_rows, per_example=per_example,
-                     attribution=aggregate(per_example, index.contribution_ids, meta, rule="signed"))
+                     attribution=aggregate(per_example, index.contribution_ids, meta, rule="signed"),
+                     gain=gain_sum / eval_rows, baseline=baseline)
+
+
+def held_out_gains(classifier: Classifier, examples: Sequence[Example]) -> np.ndarray:
+    """Each row's loss under a uniform guess over the classifier's K labels (log K) minus its
+    cross-entropy under the classifier: what the training data taught the model about that row."""
+    logits = classifier.logits([ex.text for ex in examples]).double()
+    targets = torch.tensor([classifier.label_to_id[ex.label] for ex in examples], dtype=torch.int64)
+    losses = torch.nn.functional.cross_entropy(logits, targets, reduction="none").numpy()
+    return np.log(len(classifier.labels)) - losses
 
 
 def value_classifier(classifier: Classifier, index: AttributionIndex, eval_examples: Sequence[Example],
@@ -70,9 +118,11 @@ def value_classifier(classifier: Classifier, index: AttributionIndex, eval_examp
     if not usable:
         raise ValuationError("no held-out row has a label the model knows; nothing to value against")
 
-    def batches() -> Iterator[np.ndarray]:
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for s in range(0, len(usable), EVAL_BATCH):
             chunk = usable[s:s + EVAL_BATCH]
-            yield attribute_many(classifier, index, [ex.text for ex in chunk], [ex.label for ex in chunk])
+            scores = attribute_many(classifier, index, [ex.text for ex in chunk], [ex.label for ex in chunk])
+            yield scores, held_out_gains(classifier, chunk)
 
-    return value_from_scores(batches, len(usable), index, meta, model)
+    return value_from_scores(batches, len(usable), index, meta, model,
+                             baseline=f"a uniform guess over the model's {len(classifier.labels)} labels")
