@@ -8,7 +8,7 @@ import platform
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.attribution.harness import TaskResult
+from bench.attribution.harness import MethodResult, TaskResult
 from bench.attribution.tasks import BULK_CONTRIBUTOR, SYBIL_VICTIM
 
 TARGETS = {"auc": 0.95, "loo_spearman": 0.9, "top1": 0.95, "lds": 0.5, "sybil_gain": 0.05}
@@ -44,6 +44,15 @@ def table(result: TaskResult) -> str:
     return "\n".join(lines)
 
 
+def _best(methods: Sequence[MethodResult], key: str) -> MethodResult | None:
+    """The method with the highest `key` (NaN counts as lowest); None when there is none."""
+    return max(methods, key=lambda m: -1e9 if math.isnan(getattr(m, key)) else getattr(m, key), default=None)
+
+
+def _named(method: MethodResult | None, key: str) -> str:
+    return f"{method.name} {_f(getattr(method, key))}" if method else "—"
+
+
 def verdict(result: TaskResult) -> list[str]:
     """Ours vs the best anchor vs the target, metric by metric."""
     ours = next((m for m in result.methods if m.name == "ours" and not m.error), None)
@@ -56,7 +65,7 @@ def verdict(result: TaskResult) -> list[str]:
         mine = getattr(ours, key)
         if isinstance(mine, float) and math.isnan(mine):
             continue
-        best = max(anchors, key=lambda m: -1e9 if math.isnan(getattr(m, key)) else getattr(m, key), default=None)
+        best = _best(anchors, key)
         best_txt = f"best anchor {best.name} {_f(getattr(best, key))}" if best else "no anchor"
         target = TARGETS[key]
         status = "met" if mine >= target else f"missed by {target - mine:.3f}"
@@ -64,11 +73,9 @@ def verdict(result: TaskResult) -> list[str]:
                 else "level with" if mine == getattr(best, key) else "behind")
         out.append(f"- {key}: ours {_f(mine)} ({lead} {best_txt}); target {target}: {status}")
     if not math.isnan(ours.loo_spearman_owners):
-        best = max(anchors, key=lambda m: -1e9 if math.isnan(m.loo_spearman_owners) else m.loo_spearman_owners,
-                   default=None)
         out.append(f"- LOO Spearman over the data's owners (the Sybil's copy counted as {SYBIL_VICTIM}'s data, both "
                    f"removed together): ours {_f(ours.loo_spearman_owners)} (best anchor "
-                   f"{best.name + ' ' + _f(best.loo_spearman_owners) if best else '—'})")
+                   f"{_named(_best(anchors, 'loo_spearman_owners'), 'loo_spearman_owners')})")
     for rule, key in (("gain-weighted (the product's classifier valuation)", "loo_spearman_gain"),
                       ("summed scores", "loo_spearman_summed")):
         if math.isnan(getattr(ours, key)):
@@ -76,18 +83,14 @@ def verdict(result: TaskResult) -> list[str]:
         parts = []
         for suffix, who in (("", "contributors"), ("_owners", "owners")):
             field = key + suffix
-            best = max(anchors, key=lambda m: -1e9 if math.isnan(getattr(m, field)) else getattr(m, field), default=None)
-            parts.append(f"{who} ours {_f(getattr(ours, field))} (best anchor "
-                         f"{best.name + ' ' + _f(getattr(best, field)) if best else '—'})")
+            parts.append(f"{who} ours {_f(getattr(ours, field))} (best anchor {_named(_best(anchors, field), field)})")
         out.append(f"- LOO Spearman with every method's values {rule}: " + "; ".join(parts))
     if not math.isnan(ours.top1_signed):  # top-1 above sums the supporting rows (the product's rule)
-        best = max(anchors, key=lambda m: -1e9 if math.isnan(m.top1_signed) else m.top1_signed, default=None)
         out.append(f"- top1 with a signed sum of row scores instead: ours {_f(ours.top1_signed)} (best anchor "
-                   f"{best.name + ' ' + _f(best.top1_signed) if best else '—'})")
+                   f"{_named(_best(anchors, 'top1_signed'), 'top1_signed')})")
     if not math.isnan(ours.lds_one_seed):  # the LDS above is against the mean over several training seeds
-        best = max(anchors, key=lambda m: -1e9 if math.isnan(m.lds_one_seed) else m.lds_one_seed, default=None)
         out.append(f"- lds against the first training seed's retrains alone (as in runs with one seed): ours "
-                   f"{_f(ours.lds_one_seed)} (best anchor {best.name + ' ' + _f(best.lds_one_seed) if best else '—'})")
+                   f"{_f(ours.lds_one_seed)} (best anchor {_named(_best(anchors, 'lds_one_seed'), 'lds_one_seed')})")
     gain = ours.sybil_gain
     if not math.isnan(gain):
         best = min((m for m in anchors if not math.isnan(m.sybil_gain)), key=lambda m: abs(m.sybil_gain), default=None)
@@ -101,7 +104,7 @@ def verdict(result: TaskResult) -> list[str]:
     for arm in (m for m in result.methods if m.name.startswith("ours") and m.name != "ours" and not m.error):
         parts = []
         for key in QUALITY:
-            best = max(anchors, key=lambda m: -1e9 if math.isnan(getattr(m, key)) else getattr(m, key), default=None)
+            best = _best(anchors, key)
             lead = "" if best is None else (" (leads)" if getattr(arm, key) > getattr(best, key) else
                                             " (level)" if getattr(arm, key) == getattr(best, key) else " (behind)")
             parts.append(f"{key} {_f(getattr(arm, key))}{lead}")
