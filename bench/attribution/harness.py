@@ -40,8 +40,8 @@ class Backend:
 
     train: Callable[[Sequence[int], int], Trained]  # (row ids, training seed)
     methods: dict[str, Callable[[Trained, Sequence[Row], bool], MethodOutput]]
-    # each test row's loss before the task's data: a model that learned nothing from it (the
-    # gain-split valuation splits the full model's reduction of this loss); None: not reported
+    # each test row's loss before the task's data, a model that learned nothing from it: the
+    # gain-weighted valuation weighs each test row by the full model's reduction of it; None: not reported
     baseline_losses: Callable[[], np.ndarray] | None = None
     # how ours values contributors on this task kind: "gain-weighted" (the product's classifier
     # valuation, `valuation.gain_weighted`) or "summed" (summed scores, as every anchor)

@@ -98,7 +98,8 @@ def lds(scores: np.ndarray, subsets: Sequence[np.ndarray], subset_losses: np.nda
 def retrain_agreement(subset_losses: np.ndarray) -> tuple[float, float, float]:
     """How far the LDS's truth is from noise-free, from retrains of each subset with K >= 2 seeds.
     subset_losses: (S, K, Q). Returns, each a mean over test rows:
-    - the Spearman over subsets between two seeds' test losses (mean over seed pairs): r;
+    - the Spearman over subsets between two seeds' test losses (mean over seed pairs; a row's
+      negative agreement counts as 0): r;
     - the LDS an exact predictor of the expected loss would reach against one seed's losses, sqrt(r);
     - the same against the K seeds' mean, sqrt(K r / (1 + (K - 1) r)) (Spearman-Brown).
     Both ceilings treat the seed noise as independent of the subset; they are estimates, not bounds."""
