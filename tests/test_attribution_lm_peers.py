@@ -32,6 +32,14 @@ def setup() -> tuple[LmBackend, Trained, list]:
     return backend, trained, list(task.train)
 
 
+def test_the_base_is_evaluated_once_and_reported_first(setup) -> None:  # type: ignore[no-untyped-def]
+    backend, trained, _ = setup
+    assert [entry["model"] for entry in backend.per_skill][:1] == ["base (no fine-tune)"]
+    assert len(backend.per_skill) == 2  # the base, then the one trained model
+    base = backend.base_losses()
+    assert base.shape == trained.test_losses.shape and backend.base_losses() is base and len(backend.per_skill) == 2
+
+
 def test_peer_row_loss_is_the_benchmark_row_loss_at_any_padding(setup) -> None:  # type: ignore[no-untyped-def]
     backend, trained, rows = setup
     model = trained.model.model

@@ -68,18 +68,17 @@ class LmBackend:
         print(f"causal-lm {label}: " + ", ".join(f"{n} loss {lo:.3f} exact {ex:.2f}" for n, (lo, ex) in parts.items()),
               flush=True)
 
-    def _base(self) -> torch.nn.Module:
-        return lm_model.build_lora_lm(self.config.settings)  # LoRA B = 0: exactly the base
-
     def base_losses(self) -> np.ndarray:
-        """Each test row's completion loss under the pretrained base: the model before the task's data."""
+        """Each test row's completion loss under the pretrained base: the model before the task's data
+        (logged, with the base's exact match, before the first model trains)."""
         if self._base_losses is None:
-            self._base_losses = lm_model.eval_losses(self._base(), self.test_rows)
+            base = lm_model.build_lora_lm(self.config.settings)  # LoRA B = 0: exactly the base
+            self._base_losses = lm_model.eval_losses(base, self.test_rows)
+            self._log_skills("base (no fine-tune)", self._base_losses, lm_model.exact_match(base, self.test_rows))
         return self._base_losses
 
     def train(self, ids: Sequence[int], seed: int = 0) -> Trained:
-        if not self.per_skill:
-            self._log_skills("base (no fine-tune)", self.base_losses(), lm_model.exact_match(self._base(), self.test_rows))
+        self.base_losses()  # the report lists the base's per-skill losses first
         rows = [self.task.train[i] for i in ids]
         trained = lm_model.train_lm(rows, replace(self.config.settings, seed=seed))
         losses = lm_model.eval_losses(trained.model, self.test_rows)

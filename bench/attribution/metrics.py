@@ -23,11 +23,15 @@ def mislabel_auc(self_scores: np.ndarray | None, flipped: Sequence[bool]) -> flo
     return float(roc_auc_score(np.asarray(flipped, dtype=bool), np.asarray(self_scores, dtype=np.float64)))
 
 
-def contributor_values(scores: np.ndarray, train_contributors: Sequence[str],
-                       contributors: Sequence[str]) -> dict[str, float]:
-    per_row = scores.sum(axis=0)
+def _per_contributor(per_row: np.ndarray, train_contributors: Sequence[str],
+                     contributors: Sequence[str]) -> dict[str, float]:
     owner = np.asarray(train_contributors)
     return {c: float(per_row[owner == c].sum()) for c in contributors}
+
+
+def contributor_values(scores: np.ndarray, train_contributors: Sequence[str],
+                       contributors: Sequence[str]) -> dict[str, float]:
+    return _per_contributor(scores.sum(axis=0), train_contributors, contributors)
 
 
 def gain_weighted_values(scores: np.ndarray, gains: np.ndarray, train_contributors: Sequence[str],
@@ -35,9 +39,7 @@ def gain_weighted_values(scores: np.ndarray, gains: np.ndarray, train_contributo
     """Contributor values by the product's model-level rule (`valuation.gain_weighted`): each test row's
     scores normalised to sum to one in absolute value and weighted by |gain|, the row's loss
     reduction over a model that learned nothing from the data. Sums of the rows' parts over the test set."""
-    per_row = gain_weighted(scores, gains)
-    owner = np.asarray(train_contributors)
-    return {c: float(per_row[owner == c].sum()) for c in contributors}
+    return _per_contributor(gain_weighted(scores, gains), train_contributors, contributors)
 
 
 def shares(values: Mapping[str, float]) -> dict[str, float]:
