@@ -28,7 +28,8 @@ import torch  # noqa: E402
 
 from bench.attribution import report  # noqa: E402
 from bench.attribution.harness import TaskResult, log, run_task  # noqa: E402
-from bench.attribution.tasks import SYBIL_EDITS, causal_task, classification_task  # noqa: E402
+from bench.attribution.tasks import (CLASSIFICATION_FLIPPED_SKILL, FLIPPED_CONTRIBUTOR, SKILL_OWNER,  # noqa: E402
+                                     SYBIL_EDITS, causal_task, classification_task)
 from provenant.attribution.index import IndexSettings  # noqa: E402
 
 
@@ -91,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sybil-edit", choices=sorted(SYBIL_EDITS), default="verbatim",
                         help="classification: the Sybil edits each copied row by one word ('append' at the end, "
                              "'insert' in the middle) instead of copying it (default: verbatim)")
+    parser.add_argument("--flipped-skill", choices=sorted(SKILL_OWNER), default=CLASSIFICATION_FLIPPED_SKILL,
+                        help="classification: the skill whose teacher mislabels some rows (default negation, "
+                             "which MiniLM learns; sessions 1-12 used order, which it does not)")
     parser.add_argument("--keep-repeats", action="store_true",
                         help="train repeated rows as often as they occur (the benchmark before the Factory's dedup step)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to bench/RESULTS.md")
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         per_skill = args.rows_per_skill or (32 if args.quick else 64)
         task = classification_task(rows_per_skill=per_skill, bulk_rows=args.bulk_rows or 3 * per_skill,
                                    test_per_skill=16 if args.quick else 20, sybil_edit=args.sybil_edit,
-                                   seed=args.task_seed)
+                                   seed=args.task_seed, flipped_skill=args.flipped_skill)
         arms = [design_overrides(arm) for arm in args.design_arms]
         backend = ClsBackend(task, ClsConfig(), peers, arms, args.final_only_arm)
         result = run_task(task, backend.backend(), lds_retrains=lds, sybil_seeds=args.sybil_seeds,
@@ -126,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                           lds_seeds=args.lds_seeds)
         result.extra.update({f"ours per-answer latency at 10,000 training rows ({k})": f"{v:.1f} ms"
                              for k, v in backend.latency.items()})
+        result.extra[f"test accuracy per skill (its owner; {FLIPPED_CONTRIBUTOR}'s rows hold the flipped labels)"] = \
+            backend.full_model_skills
         results.append(result)
         print(report.table(result), flush=True)
     if "causal" in args.tasks:

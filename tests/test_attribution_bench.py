@@ -21,7 +21,8 @@ from bench.attribution.cls_backend import ClsBackend, ClsConfig  # noqa: E402
 from bench.attribution.ours import FINAL_ONLY_ARM, PROJECTION_DIM  # noqa: E402
 from bench.attribution.harness import run_task  # noqa: E402
 from bench.attribution.tasks import (BULK_CONTRIBUTOR, CONTRIBUTORS, SKILL_OWNER, SYBIL,  # noqa: E402
-                                     SYBIL_VICTIM, Row, Task, TaskError, causal_task, classification_task)
+                                     SYBIL_VICTIM, Row, Task, TaskError, causal_task, classification_task,
+                                     skill_owners)
 from provenant.factory.train import LoraSettings  # noqa: E402
 
 
@@ -29,7 +30,13 @@ def test_tasks_have_the_promised_ground_truth() -> None:
     task = classification_task(rows_per_skill=20, bulk_rows=24, test_per_skill=5)
     by = {c: [task.train[i] for i in task.contributor_rows(c)] for c in CONTRIBUTORS}
     assert [r.text for r in by[SYBIL]] == [r.text for r in by[SYBIL_VICTIM]]  # verbatim copies, second wallet
-    assert sum(r.flipped for r in task.train) == 3 and all(r.contributor == "carol" for r in task.train if r.flipped)
+    assert sum(r.flipped for r in task.train) == 3
+    assert {(r.contributor, r.skill) for r in task.train if r.flipped} == {("carol", "negation")}
+    assert {(r.contributor, r.skill) for r in task.test} == {(o, s) for s, o in skill_owners("negation").items()}
+    assert skill_owners("negation") == {"category": "alice", "size": "bob", "order": "dave", "negation": "carol"}
+    assert skill_owners("order") == SKILL_OWNER  # the causal task's cast, and the classification's until session 12
+    order = classification_task(rows_per_skill=20, bulk_rows=24, test_per_skill=5, flipped_skill="order")
+    assert {(r.contributor, r.skill) for r in order.train if r.flipped} == {("carol", "order")}
     assert len({r.text.split(" #")[0].rstrip(".!") for r in by[BULK_CONTRIBUTOR]}) < len(by[BULK_CONTRIBUTOR])
     assert not {r.text for r in task.test} & {r.text for r in task.train}  # held-out rows are new
     full = classification_task()
@@ -43,6 +50,8 @@ def test_tasks_have_the_promised_ground_truth() -> None:
     assert any(r.flipped for r in lm.train) and {r.contributor for r in lm.train} == set(CONTRIBUTORS)
     with pytest.raises(TaskError):
         classification_task(flip_fraction=0.5)
+    with pytest.raises(TaskError, match="unknown skill"):
+        classification_task(flipped_skill="spelling")
 
 
 def test_metrics_on_known_answers() -> None:

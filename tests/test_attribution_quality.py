@@ -84,10 +84,10 @@ def test_valuation_keeps_the_sign_so_harmful_data_stays_negative() -> None:
 
 def test_the_benchmark_top1_metric_follows_the_rule() -> None:
     scores, _ = _scores()
-    owners = ["carol"] * 20 + ["alice"] * 20  # carol owns the 'order' skill in the benchmark's tasks
+    owners = ["carol"] * 20 + ["alice"] * 20  # the held-out row is carol's skill
     answered = np.array([True])
-    assert metrics.top1_accuracy(scores[None, :], owners, ["order"], answered, "supporting") == 1.0
-    assert metrics.top1_accuracy(scores[None, :], owners, ["order"], answered, "signed") == 0.0
+    assert metrics.top1_accuracy(scores[None, :], owners, ["carol"], answered, "supporting") == 1.0
+    assert metrics.top1_accuracy(scores[None, :], owners, ["carol"], answered, "signed") == 0.0
 
 
 def test_the_mislabel_score_does_not_depend_on_how_rows_are_blocked(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,6 +37,7 @@ class ClsBackend:
         self.peers = list(peers)
         self.design_arms = list(design_arms)
         self.final_only_arm = final_only_arm
+        self.full_model_skills = ""  # the first (full) model's test accuracy per skill, for the report
 
     # -- training ---------------------------------------------------------------------------
     def train(self, ids: Sequence[int], seed: int = 0) -> Trained:
@@ -45,6 +46,11 @@ class ClsBackend:
         losses = cls_model.per_example_losses(trained.classifier, self.test_rows)
         preds = [p.label for p in trained.classifier.predict([r.text for r in self.test_rows])]
         correct = np.array([p == r.label for p, r in zip(preds, self.test_rows)])
+        if not self.full_model_skills:  # a flipped label is detectable only on a skill the model learns
+            owners = {r.skill: r.contributor for r in self.test_rows}
+            self.full_model_skills = ", ".join(
+                f"{skill} ({owner}) {correct[[r.skill == skill for r in self.test_rows]].mean():.2f}"
+                for skill, owner in owners.items())
         return Trained(trained, np.asarray(ids), trained.seconds, losses, correct, seed)
 
     # -- shared gradient features -----------------------------------------------------------

@@ -243,7 +243,7 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
     flipped = [task.train[i].flipped for i in full.ids]
     # A subset "holds" a trained row when it holds any copy of it: the subset's model trains that copy.
     holds = [np.stack([mask[heads == heads[i]].any() for i in full.ids]) for mask in subsets]
-    test_skills = [r.skill for r in task.test]
+    test_owners = [r.contributor for r in task.test]
     loo_share = metrics.shares(loo_delta)
     # top-1 is over the answers the model gets right; a model that gets none right (the random-init
     # tiny-llama) is attributed at the reference answers of every test row instead
@@ -272,8 +272,8 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
             name, auc=metrics.mislabel_auc(out.self_scores, flipped), self_kind=out.self_kind,
             loo_spearman_summed=metrics.loo_spearman(values, loo_delta),
             loo_spearman_summed_owners=metrics.loo_spearman(metrics.owner_values(values), owner_delta),
-            top1=metrics.top1_accuracy(out.scores, train_contributors, test_skills, answered, ANSWER_RULE),
-            top1_signed=metrics.top1_accuracy(out.scores, train_contributors, test_skills, answered, "signed"),
+            top1=metrics.top1_accuracy(out.scores, train_contributors, test_owners, answered, ANSWER_RULE),
+            top1_signed=metrics.top1_accuracy(out.scores, train_contributors, test_owners, answered, "signed"),
             bulk_share=share[BULK_CONTRIBUTOR], build_seconds=out.build_seconds,
             build_over_training=out.build_seconds / full.seconds, query_ms=out.query_seconds * 1000,
             bytes_per_example=out.bytes_per_example, notes=list(out.notes))

@@ -13,7 +13,7 @@ import numpy as np
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from bench.attribution.tasks import SKILL_OWNER, SYBIL, SYBIL_VICTIM
+from bench.attribution.tasks import SYBIL, SYBIL_VICTIM
 from provenant.attribution.valuation import gain_weighted
 
 
@@ -62,9 +62,10 @@ def loo_spearman(values: Mapping[str, float], loo_delta: Mapping[str, float]) ->
     return float(rho) if np.isfinite(rho) else 0.0
 
 
-def top1_accuracy(scores: np.ndarray, train_contributors: Sequence[str], test_skills: Sequence[str],
+def top1_accuracy(scores: np.ndarray, train_contributors: Sequence[str], test_owners: Sequence[str],
                   answered: np.ndarray, rule: str = "signed") -> float:
-    """Share of answered test rows whose highest-scoring contributor owns the row's skill. The Sybil's
+    """Share of answered test rows whose highest-scoring contributor is the row's owner (the contributor
+    who teaches its skill). The Sybil's
     rows are verbatim copies of bob's, so for bob's skill either wallet counts as right.
     rule: how rows' scores make a contributor's, as in `provenant.attribution.aggregate`: "signed"
     sums them, "supporting" sums their positive parts (the product's per-answer rule)."""
@@ -77,7 +78,7 @@ def top1_accuracy(scores: np.ndarray, train_contributors: Sequence[str], test_sk
     best = [names[j] for j in per_contributor.argmax(axis=1)]
     right = []
     for q in np.flatnonzero(answered):
-        allowed = {SKILL_OWNER[test_skills[q]]}
+        allowed = {test_owners[q]}
         if SYBIL_VICTIM in allowed:
             allowed.add(SYBIL)
         right.append(best[q] in allowed)

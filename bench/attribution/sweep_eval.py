@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from bench.attribution import metrics  # noqa: E402
-from bench.attribution.tasks import CONTRIBUTORS  # noqa: E402
+from bench.attribution.tasks import CONTRIBUTORS, SKILL_OWNER  # noqa: E402
 from provenant.attribution.curvature import (fit_preconditioner, neighbour_disagreement,  # noqa: E402
                                              training_vectors)
 from provenant.attribution.duplicates import duplicate_groups, share_credit  # noqa: E402
@@ -41,7 +41,9 @@ def main(base: str) -> None:
     d = np.load(f"{base}_grads.npz")
     train, test = d["train"].astype(np.float64), d["test"].astype(np.float64)
     groups = [tuple(g) for g in d["groups"]]
-    contributors, flipped, skills = list(d["contributors"]), d["flipped"], list(d["test_skills"])
+    contributors, flipped = list(d["contributors"]), d["flipped"]
+    # collected before the flipped labels moved to negation: carol owned event order (SKILL_OWNER)
+    owners = list(d["test_owners"]) if "test_owners" in d else [SKILL_OWNER[s] for s in d["test_skills"]]
     texts = list(d["texts"])
     halves = sorted(glob.glob(f"{base}_half_*.npz"))
     subsets = [np.load(h)["mask"] for h in halves]
@@ -55,7 +57,7 @@ def main(base: str) -> None:
         from bench.attribution.tasks import classification_task
         seed = int(base.rsplit("seed", 1)[1])
         task = classification_task(rows_per_skill=len(train) // 8, bulk_rows=3 * (len(train) // 8), test_per_skill=20,
-                                   seed=seed)
+                                   seed=seed, flipped_skill="order")
         assert [r.text for r in task.train] == texts, "regenerated task differs from the collected one"
         labels = [r.label for r in task.train]
     canonical = duplicate_groups(texts, labels, [(1 + i, 0) for i in range(len(texts))], 0.8)
@@ -66,8 +68,8 @@ def main(base: str) -> None:
         values = metrics.contributor_values(scores, contributors, CONTRIBUTORS)
         lds = metrics.lds(scores, subsets, losses) if halves else float("nan")
         sp = metrics.loo_spearman(values, loo) if len(loo) == 6 else float("nan")
-        top1 = metrics.top1_accuracy(scores, contributors, skills, answered, "signed")
-        top1_sup = metrics.top1_accuracy(scores, contributors, skills, answered, "supporting")
+        top1 = metrics.top1_accuracy(scores, contributors, owners, answered, "signed")
+        top1_sup = metrics.top1_accuracy(scores, contributors, owners, answered, "supporting")
         auc = roc_auc_score(flipped, self_scores)
         print(f"{name:48s} LDS {lds:.3f}  LOO {sp:.3f}  top1 signed {top1:.3f} supporting {top1_sup:.3f}  "
               f"AUC {auc:.3f}", flush=True)

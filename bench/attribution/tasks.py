@@ -3,7 +3,8 @@
 Both tasks share one cast of contributors, each with a distinct role:
   alice   - an honest skill
   bob     - an honest skill (the one the Sybil copies)
-  carol   - an honest skill, but 15% of her rows carry the wrong label / a wrong completion
+  carol   - an honest skill, but 15% of her rows carry the wrong label / a wrong completion; in the
+            classification task she teaches negation, the skill MiniLM learns (see skill_owners)
   dave    - an honest skill
   erin    - redundant bulk: many near-copies of a handful of low-signal rows from a domain the
             test set never asks about (volume without value)
@@ -21,9 +22,30 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+
+class TaskError(ValueError):
+    """A task cannot be generated with the requested sizes."""
+
+
 CONTRIBUTORS = ("alice", "bob", "carol", "dave", "erin", "mallory")
-SKILL_OWNER = {"category": "alice", "size": "bob", "order": "carol", "negation": "dave"}
+SKILL_OWNER = {"category": "alice", "size": "bob", "order": "carol", "negation": "dave"}  # see skill_owners
 FLIPPED_CONTRIBUTOR, BULK_CONTRIBUTOR, SYBIL, SYBIL_VICTIM = "carol", "erin", "mallory", "bob"
+# The classification skill whose rows carry the flipped labels. A wrong label can only be told from a
+# right one against a rule the model learns from the clean rows: over draws 0-2 and two training
+# seeds each, the factory's MiniLM classifier reaches test accuracy 0.77-1.00 on negation but 0.43-0.53
+# (chance) on event order, which sessions 1-12 gave the flipped labels, so no model-based detector
+# could beat chance on them there.
+CLASSIFICATION_FLIPPED_SKILL = "negation"
+
+
+def skill_owners(flipped_skill: str) -> dict[str, str]:
+    """SKILL_OWNER with the flipped contributor moved to `flipped_skill` (its owner takes hers)."""
+    if flipped_skill not in SKILL_OWNER:
+        raise TaskError(f"unknown skill {flipped_skill!r}; choose from {sorted(SKILL_OWNER)}")
+    owners = dict(SKILL_OWNER)
+    carols = next(skill for skill, owner in owners.items() if owner == FLIPPED_CONTRIBUTOR)
+    owners[carols], owners[flipped_skill] = owners[flipped_skill], FLIPPED_CONTRIBUTOR
+    return owners
 
 
 @dataclass(frozen=True)
@@ -45,10 +67,6 @@ class Task:
 
     def contributor_rows(self, contributor: str) -> list[int]:
         return [i for i, row in enumerate(self.train) if row.contributor == contributor]
-
-
-class TaskError(ValueError):
-    """A task cannot be generated with the requested sizes."""
 
 
 def _append_word(text: str) -> str:
@@ -151,18 +169,21 @@ def _skill_rows(rng: random.Random, skill: str, n: int, exclude: set[str]) -> li
 
 
 def classification_task(rows_per_skill: int = 64, bulk_rows: int = 192, test_per_skill: int = 30,
-                        flip_fraction: float = 0.15, seed: int = 0, sybil_edit: str = "verbatim") -> Task:
-    """Statements labelled true/false; see the module docstring for who contributes what."""
+                        flip_fraction: float = 0.15, seed: int = 0, sybil_edit: str = "verbatim",
+                        flipped_skill: str = CLASSIFICATION_FLIPPED_SKILL) -> Task:
+    """Statements labelled true/false; see the module docstring for who contributes what.
+    flipped_skill: the skill the flipped contributor teaches (and whose rows she mislabels)."""
     if rows_per_skill < 4 or test_per_skill < 1 or bulk_rows < len(_BULK_BASE):
         raise TaskError("rows_per_skill >= 4, test_per_skill >= 1 and bulk_rows >= 6 are required")
     if not 0.1 <= flip_fraction <= 0.2:
         raise TaskError("flip_fraction must be in [0.1, 0.2]")
+    owners = skill_owners(flipped_skill)
     rng = random.Random(seed)
     seen: set[str] = set()
-    test = [Row(text, label, SKILL_OWNER[skill], skill)
-            for skill in SKILL_OWNER for text, label in _skill_rows(rng, skill, test_per_skill, seen)]
+    test = [Row(text, label, owners[skill], skill)
+            for skill in owners for text, label in _skill_rows(rng, skill, test_per_skill, seen)]
     train: list[Row] = []
-    for skill, owner in SKILL_OWNER.items():
+    for skill, owner in owners.items():
         rows = _skill_rows(rng, skill, rows_per_skill, seen)
         flip = set(rng.sample(range(len(rows)), round(flip_fraction * len(rows)))) if owner == FLIPPED_CONTRIBUTOR else set()
         for k, (text, label) in enumerate(rows):
@@ -179,7 +200,7 @@ def classification_task(rows_per_skill: int = 64, bulk_rows: int = 192, test_per
     train.extend(_sybil_rows(train, sybil_edit))
     return Task("classification", "classification", tuple(train), tuple(test),
                 notes={"rows_per_skill": rows_per_skill, "bulk_rows": bulk_rows, "flip_fraction": flip_fraction,
-                       "seed": seed, "sybil_edit": sybil_edit})
+                       "seed": seed, "sybil_edit": sybil_edit, "flipped_skill": flipped_skill})
 
 
 # -- causal LM ----------------------------------------------------------------------------------
