@@ -83,9 +83,9 @@ def test_mislabel_suspicion_ranks_a_memorised_flip_and_an_unfitted_one_above_cle
     assert suspicion[memorised] > suspicion[clean].max() and suspicion[unfitted] > suspicion[clean].max()
     assert np.array_equal(mislabel_suspicion(neighbours, self_influence), suspicion)  # deterministic
     assert 0.0 <= suspicion.min() and suspicion.max() < 1.0
-    # the weights: neighbour rank counts twice, self-influence rank once
-    np.testing.assert_allclose(mislabel_suspicion(np.array([3.0, 1.0, 2.0]), np.array([1.0, 3.0, 2.0])),
-                               np.array([2 / 3 * 2 / 3, 1 / 3 * 2 / 3, 1 / 3]))
+    # the weights: the two ranks count equally (ranks 2/3, 0, 1/3 and 1/3, 2/3, 0)
+    np.testing.assert_allclose(mislabel_suspicion(np.array([3.0, 1.0, 2.0]), np.array([2.0, 3.0, 1.0])),
+                               np.array([1 / 2, 1 / 3, 1 / 6]))
     with pytest.raises(CurvatureError):
         mislabel_suspicion(neighbours, self_influence[:-1])
 
