@@ -114,9 +114,19 @@ def verdict(result: TaskResult) -> list[str]:
     return out
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), so runs on different hosts are not compared as if alike."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
 def machine_line(threads: int) -> str:
     load = os.getloadavg()
-    return (f"{platform.machine()} VM, {os.cpu_count()} cores (shared with other sessions), load average "
+    cpu = cpu_model()
+    return (f"{platform.machine()} VM{f' ({cpu})' if cpu else ''}, {os.cpu_count()} cores (shared with other sessions), load average "
             f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the end of the run; torch threads {threads}, "
             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')}")
 
