@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sys
 from collections import Counter
 from pathlib import Path
@@ -45,6 +46,15 @@ def test_bench_llama_is_the_tiny_llama_family_scaled_down() -> None:
     assert sum(p.numel() for p in small.parameters()) < 1_500_000
     again = lm_pretrain.build_base("bench-llama")  # seeded: the same init every time
     assert all(torch.equal(a, b) for a, b in zip(small.state_dict().values(), again.state_dict().values()))
+
+
+def test_the_benchmark_base_is_committed_so_every_machine_fine_tunes_the_same_weights() -> None:
+    assert lm_pretrain.weights_path("bench-llama", 1200).parent == lm_pretrain.PINNED  # the bench's default
+    logs: list[str] = []
+    base = lm_pretrain.pretrained_base("bench-llama", 1200, log=logs.append)
+    assert logs == []  # read from pinned/, not pretrained again
+    _, exact = lm_pretrain._loss(base, lm_pretrain.pretrain_rows(random.Random(7), 64))
+    assert exact > 0.9  # it knows the named primitives: pretrained weights, not the seeded init
 
 
 def test_lora_on_the_small_base_fits_a_skill_quickly() -> None:

@@ -14,6 +14,11 @@ instruction words whose operation depends on the input's length (`ROUTED`). The 
 then teach something the base cannot know: what the never-pretrained word `do` means at each input
 length (tasks.causal_task); no pretraining row pairs a length with the operation `do` gives it. The
 weights are cached on disk, keyed by the sha256 of everything that determines them.
+
+The default base (1,200 steps) is also committed, under `pinned/`, and read from there first: the
+same seeded run pretrains a different base on another CPU (float kernels differ, and 1,200 steps
+amplify it: base loss on reverse/3 2.816 on session 10-12's VMs, 6.200 on session 13's AMD EPYC),
+so without it the causal task's numbers would depend on the machine that first ran it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from bench.attribution.tasks import _CAUSAL_SKILLS, CAUSAL_OP, LETTERS, STRING_O
 from provenant.factory.base_models import ByteTokenizer, build_tiny_llama, tiny_llama_config
 
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "attribution"
+PINNED = Path(__file__).resolve().parent / "pinned"  # committed bases, the same on every machine
 GENERATOR_VERSION = 4  # bump when the pretraining text changes
 PRETRAIN_OPS = {  # named ops; the task's instruction word (`do`) never appears here
     "cp": lambda s: s,
@@ -121,14 +127,20 @@ def _loss(model: nn.Module, rows: list[tuple[str, str]]) -> tuple[torch.Tensor, 
     return loss, exact
 
 
-def pretrained_base(name: str, steps: int, batch_size: int = 64, learning_rate: float = 3e-3, seed: int = 0,
-                    log=print) -> nn.Module:  # type: ignore[no-untyped-def]
-    """`name` after `steps` full-model AdamW steps (warm-up, cosine decay) on `pretrain_rows` (cached)."""
+def weights_path(name: str, steps: int, batch_size: int = 64, learning_rate: float = 3e-3, seed: int = 0) -> Path:
+    """Where `pretrained_base` keeps these weights: `pinned/` when committed there, else the cache."""
     config = bench_llama_config() if name == "bench-llama" else tiny_llama_config()
     key = {"base": name, "config": config.to_dict(), "steps": steps, "batch": batch_size, "lr": learning_rate,
            "seed": seed, "generator": GENERATOR_VERSION, "torch": torch.__version__}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = CACHE / f"{name}-pretrained-{digest}.safetensors"
+    file = f"{name}-pretrained-{digest}.safetensors"
+    return PINNED / file if (PINNED / file).exists() else CACHE / file
+
+
+def pretrained_base(name: str, steps: int, batch_size: int = 64, learning_rate: float = 3e-3, seed: int = 0,
+                    log=print) -> nn.Module:  # type: ignore[no-untyped-def]
+    """`name` after `steps` full-model AdamW steps (warm-up, cosine decay) on `pretrain_rows` (cached)."""
+    path = weights_path(name, steps, batch_size, learning_rate, seed)
     model = build_base(name, seed=0)
     if path.exists():
         model.load_state_dict(load_file(str(path)))
@@ -151,7 +163,7 @@ def pretrained_base(name: str, steps: int, batch_size: int = 64, learning_rate: 
             log(f"pretraining {name}: step {step + 1}/{steps}, loss {loss.item():.3f}, "
                 f"exact match {exact.item():.2f}, {time.perf_counter() - started:.0f}s")
     model.eval().requires_grad_(False)
-    CACHE.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return model
 
