@@ -252,7 +252,11 @@ def test_valuation_averages_held_out_scores_and_renders_a_table_and_chart(tmp_pa
     assert shares == {"1": 1_000_000, "2": 0}  # Datanet 2 nets -0.25: no share of the positive part
     table = render_table(valuation)
     assert "Datanet 1" in table and "0xccc" in table and "100.00%" in table
-    assert "held-out loss is 0.2 nats per row below a uniform guess's" in table
+    assert "held-out loss is 0.2 nats per row below a uniform guess's" in table and "does worse" not in table
+    worse = value_from_scores([(blocks[1][0], np.array([-0.8]))], 1, index, meta, "m", baseline="a uniform guess")
+    table = render_table(worse)  # a model that lost to the guess says so, and does not claim a gain
+    assert "held-out loss is 0.8 nats per row above a uniform guess's" in table
+    assert "does worse than a uniform guess on held-out rows" in table
     svg = ET.fromstring(render_svg(valuation))
     rects = [e for e in svg.iter() if e.tag.endswith("rect")]
     assert len(rects) == 1 + 2 + 3 + 4  # background + bars for Datanets, contributors, contributions

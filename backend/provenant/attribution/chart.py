@@ -47,8 +47,12 @@ def render_table(valuation: Valuation) -> str:
     lines = [f"Value of the training data of {valuation.model}, measured on {valuation.eval_rows} held-out rows",
              "(value > 0: lowered held-out loss; share: of the positive part)"]
     if valuation.baseline:
-        lines.append(f"The model's held-out loss is {valuation.gain:.4g} nats per row below {valuation.baseline}'s; "
+        side = "below" if valuation.gain >= 0 else "above"
+        lines.append(f"The model's held-out loss is {abs(valuation.gain):.4g} nats per row {side} {valuation.baseline}'s; "
                      "each held-out row's influences are weighted by how far the model moved its loss.")
+        if valuation.gain < 0:  # shares of the positive part would read as earnings the model never made
+            lines.append(f"The model does worse than {valuation.baseline} on held-out rows: the values say whose "
+                         "data pulled it which way, not who added value.")
     if not any(s.ppm for s in valuation.attribution.datanets):
         # each value is a small difference of large positive and negative influences; when every
         # Datanet nets <= 0 there is no positive part to share, and a row of 0% would read as "worthless"
