@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -95,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flipped-skill", choices=sorted(SKILL_OWNER), default=CLASSIFICATION_FLIPPED_SKILL,
                         help="classification: the skill whose teacher mislabels some rows (default negation, "
                              "which MiniLM learns; sessions 1-12 used order, which it does not)")
+    parser.add_argument("--cls-epochs", type=int, default=None,
+                        help="classification: training epochs of every model (default 3, ClsConfig); at 3 the "
+                             "classifier is barely above a uniform guess on some draws")
     parser.add_argument("--keep-repeats", action="store_true",
                         help="train repeated rows as often as they occur (the benchmark before the Factory's dedup step)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to bench/RESULTS.md")
@@ -124,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                                    test_per_skill=16 if args.quick else 20, sybil_edit=args.sybil_edit,
                                    seed=args.task_seed, flipped_skill=args.flipped_skill)
         arms = [design_overrides(arm) for arm in args.design_arms]
-        backend = ClsBackend(task, ClsConfig(), peers, arms, args.final_only_arm)
+        config = ClsConfig()
+        config = replace(config, settings=replace(config.settings, epochs=args.cls_epochs or config.settings.epochs))
+        backend = ClsBackend(task, config, peers, arms, args.final_only_arm)
         result = run_task(task, backend.backend(), lds_retrains=lds, sybil_seeds=args.sybil_seeds,
                           dedup=not args.keep_repeats, loo_seeds=args.loo_seeds,
                           lds_seeds=args.lds_seeds)
