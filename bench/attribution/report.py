@@ -126,7 +126,8 @@ def cpu_model() -> str:
 def machine_line(threads: int) -> str:
     load = os.getloadavg()
     cpu = cpu_model()
-    return (f"{platform.machine()} VM{f' ({cpu})' if cpu else ''}, {os.cpu_count()} cores (shared with other sessions), load average "
+    host = f"{platform.machine()} VM ({cpu})" if cpu else f"{platform.machine()} VM"
+    return (f"{host}, {os.cpu_count()} cores (shared with other sessions), load average "
             f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the end of the run; torch threads {threads}, "
             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')}")
 

@@ -56,7 +56,8 @@ def main() -> int:
                  grad_seconds=grad_s, groups=np.array([[s, e] for _, s, e in cls_model.layer_groups(clf)]),
                  group_names=np.array([n for n, _, _ in cls_model.layer_groups(clf)]),
                  contributors=np.array([r.contributor for r in task.train]),
-                 flipped=np.array([r.flipped for r in task.train]), test_owners=np.array([r.contributor for r in task.test]),
+                 flipped=np.array([r.flipped for r in task.train]),
+                 test_owners=np.array([r.contributor for r in task.test]),
                  texts=np.array([r.text for r in task.train]), labels=np.array([r.label for r in task.train]))
         print(f"full model {full.seconds:.1f}s, grads {grad_s:.1f}s", flush=True)
     rng = np.random.default_rng(args.seed + 7)

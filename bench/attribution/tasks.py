@@ -31,10 +31,11 @@ CONTRIBUTORS = ("alice", "bob", "carol", "dave", "erin", "mallory")
 SKILL_OWNER = {"category": "alice", "size": "bob", "order": "carol", "negation": "dave"}  # see skill_owners
 FLIPPED_CONTRIBUTOR, BULK_CONTRIBUTOR, SYBIL, SYBIL_VICTIM = "carol", "erin", "mallory", "bob"
 # The classification skill whose rows carry the flipped labels. A wrong label can only be told from a
-# right one against a rule the model learns from the clean rows: over draws 0-2 and two training
-# seeds each, the factory's MiniLM classifier reaches test accuracy 0.77-1.00 on negation but 0.43-0.53
-# (chance) on event order, which sessions 1-12 gave the flipped labels, so no model-based detector
-# could beat chance on them there.
+# right one against a rule the model learns from the clean rows. With every row clean (the cast of
+# sessions 1-12, draws 0-2, two training seeds each) the factory's MiniLM classifier reached test
+# accuracy 0.77-1.00 on negation but 0.43-0.53 (chance) on event order, which then held the flipped
+# labels, so no model-based detector could beat chance on them. With carol's flips, negation reaches
+# 0.55-0.75 at 3 epochs (draws 0-4) and 0.90 at 6 (draw 0): learnt, if not fully.
 CLASSIFICATION_FLIPPED_SKILL = "negation"
 
 

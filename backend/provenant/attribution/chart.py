@@ -48,8 +48,9 @@ def render_table(valuation: Valuation) -> str:
              "(value > 0: lowered held-out loss; share: of the positive part)"]
     if valuation.baseline:
         side = "below" if valuation.gain >= 0 else "above"
-        lines.append(f"The model's held-out loss is {abs(valuation.gain):.4g} nats per row {side} {valuation.baseline}'s; "
-                     "each held-out row's influences are weighted by how far the model moved its loss.")
+        lines.append(f"The model's held-out loss is {abs(valuation.gain):.4g} nats per row {side} "
+                     f"{valuation.baseline}'s; each held-out row's influences are weighted by how far the model "
+                     "moved its loss.")
         if valuation.gain < 0:  # shares of the positive part would read as earnings the model never made
             lines.append(f"The model does worse than {valuation.baseline} on held-out rows: the values say whose "
                          "data pulled it which way, not who added value.")
