@@ -19,7 +19,8 @@ bench/RESULTS.md session 12) contributor values by the plain mean agreed with le
 retraining at Spearman 0.49 on average (-0.26 on one draw, where every contributor netted a loss);
 weighted by the gain, 0.74 (0.60 at worst); over data owners 0.56 -> 0.80. On the benchmark's causal
 LM (valued there only; draws 0-2) weighting by the gain over the pretrained base ranked worse than the
-plain sum (0.22 against 0.37), so an LM valuation would need its own check: there the gain mostly
+plain sum on session 12's base (0.22 against 0.37) and better over data owners on session 13's pinned
+base (mean 0.97 against 0.23), so an LM valuation would need its own check: there the gain partly
 measures how bad the base was at a skill.
 """
 
