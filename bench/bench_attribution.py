@@ -99,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cls-epochs", type=int, default=None,
                         help="classification: training epochs of every model (default 3, ClsConfig); at 3 the "
                              "classifier is barely above a uniform guess on some draws")
+    parser.add_argument("--retrain-steps", choices=("matched", "epochs"), default="matched",
+                        help="leave-one-out and LDS retrains take the full model's optimizer steps per epoch "
+                             "(matched, the default: a smaller batch on fewer rows) or the settings' batch size "
+                             "(epochs: fewer steps on fewer rows, the truth of sessions 1-13)")
     parser.add_argument("--keep-repeats", action="store_true",
                         help="train repeated rows as often as they occur (the benchmark before the Factory's dedup step)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to bench/RESULTS.md")
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         backend = ClsBackend(task, config, peers, arms, args.final_only_arm)
         result = run_task(task, backend.backend(), lds_retrains=lds, sybil_seeds=args.sybil_seeds,
                           dedup=not args.keep_repeats, loo_seeds=args.loo_seeds,
-                          lds_seeds=args.lds_seeds)
+                          lds_seeds=args.lds_seeds, retrain_steps=args.retrain_steps)
         result.extra.update({f"ours per-answer latency at 10,000 training rows ({k})": f"{v:.1f} ms"
                              for k, v in backend.latency.items()})
         result.extra[f"test accuracy per skill (its owner; {FLIPPED_CONTRIBUTOR}'s rows hold the flipped labels)"] = \
@@ -151,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                             args.final_only_arm, [design_overrides(arm) for arm in args.design_arms])
         result = run_task(task, backend.backend(), lds_retrains=args.lds or 0, sybil_seeds=args.sybil_seeds,
                           dedup=not args.keep_repeats, loo_seeds=args.loo_seeds,
-                          lds_seeds=args.lds_seeds)
+                          lds_seeds=args.lds_seeds, retrain_steps=args.retrain_steps)
         result.extra.update({f"per-skill test loss / exact match ({e['model']})":
                              ", ".join(f"{k} {v[0]:.3f} / {v[1]:.2f}" for k, v in e.items() if k != "model")
                              for e in backend.per_skill[:2]})

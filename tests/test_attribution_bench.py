@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.attribution import metrics, report  # noqa: E402
 from bench.attribution.cls_backend import ClsBackend, ClsConfig  # noqa: E402
 from bench.attribution.ours import FINAL_ONLY_ARM, PROJECTION_DIM  # noqa: E402
-from bench.attribution.harness import run_task  # noqa: E402
+from bench.attribution.harness import matched_batch_size, run_task  # noqa: E402
 from bench.attribution.tasks import (BULK_CONTRIBUTOR, CONTRIBUTORS, SKILL_OWNER, SYBIL,  # noqa: E402
                                      SYBIL_VICTIM, Row, Task, TaskError, causal_task, classification_task,
                                      skill_owners)
@@ -84,6 +84,13 @@ def test_metrics_on_known_answers() -> None:
     assert 0.4 < agreement < 0.6 and mean == pytest.approx(np.sqrt(2 * agreement / (1 + agreement)), abs=0.02) and mean > one
     with pytest.raises(ValueError, match="seeds >= 2"):
         metrics.retrain_agreement(np.zeros((4, 1, 2)))
+    # leave-one-out's truth: three seeds ranking four contributors alike agree at 1; two seeds that
+    # rank them in opposite orders agree at -1, and no predictor can be expected to match their mean
+    assert metrics.loo_agreement({"a": [0.1, 0.2, 0.3], "b": [0.2, 0.3, 0.4], "c": [0.3, 0.5, 0.6],
+                                  "d": [0.4, 0.6, 0.9]}) == pytest.approx((1.0, 1.0))
+    assert metrics.loo_agreement({"a": [0.1, 0.4], "b": [0.2, 0.3], "c": [0.3, 0.2], "d": [0.4, 0.1]}) == (-1.0, 0.0)
+    with pytest.raises(ValueError, match=">= 2 seeds"):
+        metrics.loo_agreement({"a": [0.1], "b": [0.2]})
 
 
 KEYS = {"category": ("red", "blue"), "size": ("north", "south"), "order": ("happy", "angry"), "negation": ("cat", "dog")}
@@ -146,6 +153,8 @@ def test_harness_runs_end_to_end_on_a_tiny_config() -> None:
     assert result.loo_delta["mallory"] == 0.0  # removing the copy leaves the same distinct rows: the same models
     assert "leave-one-out with bob and mallory removed together" in result.extra
     assert result.extra["leave-one-out"] == "test-loss change averaged over 2 training seed(s)"
+    assert result.extra["leave-one-out truth"].startswith("two seeds' rankings of the contributors agree at Spearman")
+    assert result.extra["retrains"].startswith("the full model's optimizer steps per epoch")
     assert result.extra["LDS truth"].startswith("mean test loss of 2 training seeds per subset; two seeds'")
     assert all(abs(m.sybil_gain) < 1e-9 for m in result.methods), [(m.name, m.sybil_gain) for m in result.methods]
     assert "ours_10k_ms" in backend.latency and backend.latency["ours_10k_ms"] > 0
@@ -164,6 +173,18 @@ def test_harness_runs_end_to_end_on_a_tiny_config() -> None:
     assert any(line.startswith("- lds against the first training seed's retrains alone") for line in verdict), verdict
     assert any(line.startswith("- LOO Spearman with every method's values gain-weighted") for line in verdict), verdict
     assert "Contributor values behind LOO Spearman and the bulk share: ours: gain-weighted" in text
+
+
+def test_matched_retrains_take_the_full_models_optimizer_steps() -> None:
+    """A retrain on fewer rows takes a smaller batch, so that it takes the full model's steps per epoch
+    (to within 2 of 18, where no integer batch splits the rows evenly); the full model keeps its batch."""
+    full_rows, batch = 280, 16
+    steps = math.ceil(full_rows / batch)
+    assert matched_batch_size(full_rows, full_rows, batch) == batch
+    assert matched_batch_size(140, None, batch) == batch  # "epochs": the settings' batch, half the steps
+    for rows in range(full_rows // 3, full_rows):
+        b = matched_batch_size(rows, full_rows, batch)
+        assert 1 <= b <= batch and abs(math.ceil(rows / b) - steps) <= 2, (rows, b)
 
 
 def test_datainf_closed_form_matches_the_explicit_inverse() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from bench.attribution import cls_model, methods, ours
-from bench.attribution.harness import Backend, Trained
+from bench.attribution.harness import Backend, Trained, matched_batch_size
 from bench.attribution.methods import GradientFeatures, MethodOutput
 from bench.attribution.ours import FINAL_ONLY_ARM
 from bench.attribution.tasks import Row, Task
@@ -40,8 +40,9 @@ class ClsBackend:
         self.full_model_skills = ""  # the first (full) model's test accuracy per skill, for the report
 
     # -- training ---------------------------------------------------------------------------
-    def train(self, ids: Sequence[int], seed: int = 0) -> Trained:
-        settings = replace(self.config.settings, seed=seed)
+    def train(self, ids: Sequence[int], seed: int = 0, steps_like: int | None = None) -> Trained:
+        settings = replace(self.config.settings, seed=seed, batch_size=matched_batch_size(
+            len(ids), steps_like, self.config.settings.batch_size))
         trained = cls_model.train_cls(self.task.train, ids, settings, self.config.base_model)
         losses = cls_model.per_example_losses(trained.classifier, self.test_rows)
         preds = [p.label for p in trained.classifier.predict([r.text for r in self.test_rows])]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from bench.attribution import lm_model, methods, ours
-from bench.attribution.harness import Backend, Trained
+from bench.attribution.harness import Backend, Trained, matched_batch_size
 from bench.attribution.methods import GradientFeatures, MethodOutput
 from bench.attribution.ours import FINAL_ONLY_ARM
 from bench.attribution.tasks import CAUSAL_SKILL_NAMES, Row, Task
@@ -77,10 +77,11 @@ class LmBackend:
             self._log_skills("base (no fine-tune)", self._base_losses, lm_model.exact_match(base, self.test_rows))
         return self._base_losses
 
-    def train(self, ids: Sequence[int], seed: int = 0) -> Trained:
+    def train(self, ids: Sequence[int], seed: int = 0, steps_like: int | None = None) -> Trained:
         self.base_losses()  # the report lists the base's per-skill losses first
         rows = [self.task.train[i] for i in ids]
-        trained = lm_model.train_lm(rows, replace(self.config.settings, seed=seed))
+        batch_size = matched_batch_size(len(rows), steps_like, self.config.settings.batch_size)
+        trained = lm_model.train_lm(rows, replace(self.config.settings, seed=seed, batch_size=batch_size))
         losses = lm_model.eval_losses(trained.model, self.test_rows)
         correct = lm_model.exact_match(trained.model, self.test_rows)
         left_out = sorted({r.contributor for r in self.task.train} - {r.contributor for r in rows})

@@ -120,6 +120,22 @@ def retrain_agreement(subset_losses: np.ndarray) -> tuple[float, float, float]:
     return float(np.mean(agreement)), float(np.mean(one)), float(np.mean(mean))
 
 
+def loo_agreement(per_seed: Mapping[str, Sequence[float]]) -> tuple[float, float]:
+    """How far leave-one-out's truth is from noise-free, from each training seed's test-loss changes.
+    per_seed: contributor -> its change under each of K >= 2 seeds. Returns the mean Spearman between
+    two seeds' rankings of the contributors (r), and the Spearman an exact predictor of the expected
+    change would reach against the K seeds' mean, sqrt(K r / (1 + (K - 1) r)) (Spearman-Brown; 0 when
+    r <= 0). An estimate over a handful of contributors, not a bound."""
+    keys = sorted(per_seed)
+    table = np.array([per_seed[k] for k in keys], dtype=np.float64)  # (contributors, K)
+    k = table.shape[1]
+    if k < 2:
+        raise ValueError(f"need each contributor's change under >= 2 seeds, got {k}")
+    pairs = [spearmanr(table[:, a], table[:, b]).statistic for a in range(k) for b in range(a + 1, k)]
+    r = float(np.mean([p if np.isfinite(p) else 0.0 for p in pairs]))
+    return r, float(np.sqrt(k * r / (1 + (k - 1) * r))) if r > 0 else 0.0
+
+
 def payout_shares(scores: np.ndarray, train_contributors: Sequence[str], contributors: Sequence[str],
                   answered: np.ndarray, rule: str) -> dict[str, float]:
     """Each contributor's mean per-answer share over the answered test rows: how settlement pays a
