@@ -172,7 +172,7 @@ def test_harness_runs_end_to_end_on_a_tiny_config() -> None:
     assert not any(f"best anchor {FINAL_ONLY_ARM}" in line for line in verdict), verdict
     assert any(line.startswith("- lds against the first training seed's retrains alone") for line in verdict), verdict
     assert any(line.startswith("- LOO Spearman with every method's values gain-weighted") for line in verdict), verdict
-    assert "Contributor values behind LOO Spearman and the bulk share: ours: gain-weighted" in text
+    assert "Contributor values behind LOO Spearman and the bulk share: ours: gain-weighted (alice " in text
 
 
 def test_matched_retrains_take_the_full_models_optimizer_steps() -> None:

@@ -84,6 +84,7 @@ class MethodResult:
     build_over_training: float = float("nan")
     query_ms: float = float("nan")
     bytes_per_example: float = float("nan")
+    values: dict[str, float] = field(default_factory=dict)  # contributor values behind loo_spearman
     error: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -312,6 +313,7 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
         result.loo_rule = "gain-weighted" if by_gain else "summed"
         result.loo_spearman = result.loo_spearman_gain if by_gain else result.loo_spearman_summed
         result.loo_spearman_owners = result.loo_spearman_gain_owners if by_gain else result.loo_spearman_summed_owners
+        result.values = weighted if by_gain else values
         if subsets:
             losses = np.stack(subset_losses)  # (S, seeds, Q)
             result.lds = metrics.lds(out.scores, holds, losses.mean(axis=1))

@@ -146,7 +146,8 @@ def section(results: Sequence[TaskResult], command: str, threads: int, date: str
             parts.append(f"- {key}: {value}")
         notes = [f"{m.name}: {'; '.join(m.notes)}" for m in r.methods if m.notes]
         kinds = [f"{m.name}: {m.self_kind}" for m in r.methods if m.self_kind]
-        rules = [f"{m.name}: {m.loo_rule}" for m in r.methods if m.loo_rule]
+        rules = [f"{m.name}: {m.loo_rule} (" + ", ".join(f"{c} {v:+.3g}" for c, v in m.values.items()) + ")"
+                 for m in r.methods if m.loo_rule]
         parts += ["", "Mislabel scores: " + "; ".join(kinds) + ".", "",
                   "Contributor values behind LOO Spearman and the bulk share: " + "; ".join(rules) + ".", "",
                   "Method notes: " + " | ".join(notes) + ".", ""]
