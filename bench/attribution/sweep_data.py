@@ -5,7 +5,9 @@
 On a task instance drawn with a different seed from the benchmark's (seed 0), so nothing is tuned on
 the benchmark's own rows: trains the full model, stores full (unprojected) per-example gradients of
 the training and test rows, per-row training losses, then leave-one-contributor-out and random-half
-retrain test losses, saved incrementally (a rerun resumes).
+retrain test losses, saved incrementally (a rerun resumes). Every retrain takes the full model's
+optimizer steps per epoch, as the benchmark's do (`harness.matched_batch_size`); a directory
+collected before session 14 holds retrains at the settings' batch size instead.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def main() -> int:
         path = Path(f"{base}_{name}.npz")
         if path.exists():
             continue
-        trained = backend.train(np.flatnonzero(mask))
+        trained = backend.train(np.flatnonzero(mask), 0, len(task.train))
         np.savez(path, mask=mask, test_losses=trained.test_losses)
         print(f"{name}: {trained.seconds:.1f}s", flush=True)
     return 0
