@@ -116,7 +116,7 @@ def retrain_agreement(subset_losses: np.ndarray) -> tuple[float, float, float]:
         r = max(float(np.mean([p if np.isfinite(p) else 0.0 for p in pairs])), 0.0)
         agreement.append(r)
         one.append(np.sqrt(r))
-        mean.append(np.sqrt(k * r / (1 + (k - 1) * r)))
+        mean.append(_reachable(r, k))
     return float(np.mean(agreement)), float(np.mean(one)), float(np.mean(mean))
 
 
@@ -133,7 +133,13 @@ def loo_agreement(per_seed: Mapping[str, Sequence[float]]) -> tuple[float, float
         raise ValueError(f"need each contributor's change under >= 2 seeds, got {k}")
     pairs = [spearmanr(table[:, a], table[:, b]).statistic for a in range(k) for b in range(a + 1, k)]
     r = float(np.mean([p if np.isfinite(p) else 0.0 for p in pairs]))
-    return r, float(np.sqrt(k * r / (1 + (k - 1) * r))) if r > 0 else 0.0
+    return r, _reachable(r, k)
+
+
+def _reachable(r: float, k: int) -> float:
+    """The Spearman an exact predictor would reach against the mean of k noisy truths that agree
+    pairwise at r: sqrt of the Spearman-Brown reliability k r / (1 + (k - 1) r); 0 when r <= 0."""
+    return float(np.sqrt(k * r / (1 + (k - 1) * r))) if r > 0 else 0.0
 
 
 def payout_shares(scores: np.ndarray, train_contributors: Sequence[str], contributors: Sequence[str],
