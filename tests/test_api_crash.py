@@ -1,8 +1,9 @@
 """Crash consistency of uploads (issue 10): `kill -9` the backend mid-upload 50 times.
 
-After every kill the backend restarts. At the end: nothing is left spooled, every upload that
-was answered 201 is in the content store byte for byte, and every upload that got no answer
-succeeds when retried, with the CID its bytes determine (so a retry is idempotent).
+After every kill the backend restarts: a fresh process, forked from tests/app_zygote.py so that
+imports are paid once. At the end: nothing is left spooled, every upload that was answered 201
+is in the content store byte for byte, and every upload that got no answer succeeds when
+retried, with the CID its bytes determine (so a retry is idempotent).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -30,34 +32,54 @@ from provenant.store.cid import cid_for_bytes
 from test_auth import signed
 
 KILLS = 50
-REPO = Path(__file__).resolve().parents[1]
+ZYGOTE = Path(__file__).with_name("app_zygote.py")
 
 
 class Backend:
+    """`provenant app`, each start a fresh process forked from tests/app_zygote.py (imports done once)."""
+
     def __init__(self, rpc_url: str, home: Path, log: Path) -> None:
         self.rpc_url, self.home, self.log = rpc_url, home, log
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None
+        env = {**os.environ, "PROVENANT_RPC_URL": rpc_url, "PROVENANT_HOME": str(home)}
+        self.zygote = subprocess.Popen([sys.executable, str(ZYGOTE)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       text=True, env=env)
+        self._expect("ready")
+
+    def _expect(self, prefix: str) -> str:
+        assert self.zygote.stdout is not None
+        line = self.zygote.stdout.readline().strip()
+        assert line.startswith(prefix), f"app zygote said {line!r}, not {prefix!r}; see {self.log}"
+        return line[len(prefix):].strip()
 
     def start(self) -> None:
-        env = {**os.environ, "PROVENANT_RPC_URL": self.rpc_url, "PROVENANT_HOME": str(self.home)}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "provenant"), "app", "--port", str(self.port)],
-                                         env=env, stdout=log, stderr=log)
+        assert self.zygote.stdin is not None
+        self.zygote.stdin.write(f"go {self.port} {self.log}\n")
+        self.zygote.stdin.flush()
+        self.pid = int(self._expect("pid"))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
                 if httpx.get(self.base + "/v1/config", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
-                time.sleep(0.1)
+                time.sleep(0.05)
         raise AssertionError(f"backend did not start; see {self.log}")
 
     def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
+        assert self.pid is not None
+        os.kill(self.pid, signal.SIGKILL)
+        assert self._expect("exit") == str(-signal.SIGKILL)
+        self.pid = None
+
+    def close(self) -> None:
+        if self.pid is not None:
+            self.kill()
+        assert self.zygote.stdin is not None
+        self.zygote.stdin.close()
+        self.zygote.wait(timeout=30)
 
     def token(self, index: int) -> str:
         class Clock:
@@ -79,8 +101,7 @@ def backend(anvil: Devnet, chain: ChainClient, deployed: Contracts, tmp_path: Pa
                             "max_rows_per_file": 20_000})
     b = Backend(anvil.rpc_url, home, tmp_path / "app.log")
     yield b, datanet_id
-    if b.proc is not None and b.proc.poll() is None:
-        b.kill()
+    b.close()
 
 
 def _file(i: int) -> bytes:
