@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from bench.attribution import report  # noqa: E402
 from bench.attribution.harness import TaskResult, log, run_task  # noqa: E402
 from bench.attribution.tasks import (CLASSIFICATION_FLIPPED_SKILL, FLIPPED_CONTRIBUTOR, SKILL_OWNER,  # noqa: E402
-                                     SYBIL_EDITS, causal_task, classification_task)
+                                     BULK_STYLES, SYBIL_EDITS, causal_task, classification_task)
 from provenant.attribution.index import IndexSettings  # noqa: E402
 
 
@@ -56,6 +56,19 @@ def design_overrides(arm: str) -> dict[str, object]:
         kind = type(getattr(defaults, key))
         overrides[key] = value.lower() in ("1", "true") if kind is bool else kind(value)
     return overrides
+
+
+def _test_weights(text: str) -> dict[str, int]:
+    """'category=4,negation=3,order=2,size=1' -> {skill: weight}; every skill once, weights >= 1."""
+    weights: dict[str, int] = {}
+    for item in text.split(","):
+        skill, _, value = item.partition("=")
+        if skill not in SKILL_OWNER or not value.isdigit() or int(value) < 1:
+            raise argparse.ArgumentTypeError(f"{item!r} is not skill=N with a skill of {sorted(SKILL_OWNER)} and N >= 1")
+        weights[skill] = int(value)
+    if set(weights) != set(SKILL_OWNER):
+        raise argparse.ArgumentTypeError(f"give a weight for each of {sorted(SKILL_OWNER)}")
+    return weights
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,12 +112,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cls-epochs", type=int, default=None,
                         help="classification: training epochs of every model (default 3, ClsConfig); at 3 the "
                              "classifier is barely above a uniform guess on some draws")
+    parser.add_argument("--cls-lr", type=float, default=None,
+                        help="classification: learning rate of every model (default 2e-3, ClsConfig)")
+    parser.add_argument("--test-weights", type=_test_weights, default=None,
+                        help="classification: test rows per skill as multiples, e.g. category=4,negation=3,order=2,"
+                             "size=1 (default 1 each); graded weights give the teachers graded leave-one-out values")
+    parser.add_argument("--bulk-style", choices=sorted(BULK_STYLES), default="contrast",
+                        help="classification: the bulk contributor's rows; 'contrast' (the default) are contrastive "
+                             "pairs that teach negation's pattern, 'inert' carry a cue no test row has")
     parser.add_argument("--retrain-steps", choices=("matched", "epochs"), default="matched",
                         help="leave-one-out and LDS retrains take the full model's optimizer steps per epoch "
                              "(matched, the default: a smaller batch on fewer rows) or the settings' batch size "
                              "(epochs: fewer steps on fewer rows, the truth of sessions 1-13)")
     parser.add_argument("--keep-repeats", action="store_true",
                         help="train repeated rows as often as they occur (the benchmark before the Factory's dedup step)")
+    parser.add_argument("--dump", default=None, metavar="PREFIX",
+                        help="save each task's scores and retrains' per-test-row losses to PREFIX-<task>.npz")
     parser.add_argument("--no-write", action="store_true", help="print only; do not append to bench/RESULTS.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -130,14 +153,17 @@ def main(argv: list[str] | None = None) -> int:
         per_skill = args.rows_per_skill or (32 if args.quick else 64)
         task = classification_task(rows_per_skill=per_skill, bulk_rows=args.bulk_rows or 3 * per_skill,
                                    test_per_skill=16 if args.quick else 20, sybil_edit=args.sybil_edit,
-                                   seed=args.task_seed, flipped_skill=args.flipped_skill)
+                                   seed=args.task_seed, flipped_skill=args.flipped_skill,
+                                   test_weights=args.test_weights, bulk_style=args.bulk_style)
         arms = [design_overrides(arm) for arm in args.design_arms]
         config = ClsConfig()
-        config = replace(config, settings=replace(config.settings, epochs=args.cls_epochs or config.settings.epochs))
+        config = replace(config, settings=replace(config.settings, epochs=args.cls_epochs or config.settings.epochs,
+                                                  learning_rate=args.cls_lr or config.settings.learning_rate))
         backend = ClsBackend(task, config, peers, arms, args.final_only_arm)
         result = run_task(task, backend.backend(), lds_retrains=lds, sybil_seeds=args.sybil_seeds,
                           dedup=not args.keep_repeats, loo_seeds=args.loo_seeds,
-                          lds_seeds=args.lds_seeds, retrain_steps=args.retrain_steps)
+                          lds_seeds=args.lds_seeds, retrain_steps=args.retrain_steps,
+                          dump=args.dump and f"{args.dump}-{task.name}.npz")
         result.extra.update({f"ours per-answer latency at 10,000 training rows ({k})": f"{v:.1f} ms"
                              for k, v in backend.latency.items()})
         result.extra[f"test accuracy per skill (its owner; {FLIPPED_CONTRIBUTOR}'s rows hold the flipped labels)"] = \
@@ -155,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                             args.final_only_arm, [design_overrides(arm) for arm in args.design_arms])
         result = run_task(task, backend.backend(), lds_retrains=args.lds or 0, sybil_seeds=args.sybil_seeds,
                           dedup=not args.keep_repeats, loo_seeds=args.loo_seeds,
-                          lds_seeds=args.lds_seeds, retrain_steps=args.retrain_steps)
+                          lds_seeds=args.lds_seeds, retrain_steps=args.retrain_steps,
+                          dump=args.dump and f"{args.dump}-{task.name}.npz")
         result.extra.update({f"per-skill test loss / exact match ({e['model']})":
                              ", ".join(f"{k} {v[0]:.3f} / {v[1]:.2f}" for k, v in e.items() if k != "model")
                              for e in backend.per_skill[:2]})

@@ -54,6 +54,24 @@ def test_tasks_have_the_promised_ground_truth() -> None:
         classification_task(flipped_skill="spelling")
 
 
+def test_graded_test_weights_and_the_inert_bulk() -> None:
+    weights = {"category": 4, "negation": 3, "order": 2, "size": 1}
+    task = classification_task(rows_per_skill=20, bulk_rows=24, test_per_skill=5, test_weights=weights,
+                               bulk_style="inert")
+    assert {s: sum(r.skill == s for r in task.test) for s in weights} == {s: 5 * w for s, w in weights.items()}
+    bulk = [r for r in task.train if r.contributor == BULK_CONTRIBUTOR]
+    assert len(bulk) == 24 and all(("blue" in r.text) == (r.label == "true") for r in bulk)
+    test_words = {w for r in task.test for w in r.text.split()}
+    assert not test_words & {"blue", "green"}  # the bulk's cue is in no test row
+    plain = classification_task(rows_per_skill=20, bulk_rows=24, test_per_skill=5)
+    assert plain == classification_task(rows_per_skill=20, bulk_rows=24, test_per_skill=5,  # earlier draws stand
+                                        test_weights=dict.fromkeys(weights, 1), bulk_style="contrast")
+    with pytest.raises(TaskError, match="test_weights"):
+        classification_task(test_weights={"category": 2})
+    with pytest.raises(TaskError, match="bulk style"):
+        classification_task(bulk_style="loud")
+
+
 def test_metrics_on_known_answers() -> None:
     assert metrics.mislabel_auc(np.array([0.1, 0.9, 0.2]), [False, True, False]) == 1.0
     scores = np.array([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]])

@@ -171,7 +171,7 @@ def matched_batch_size(rows: int, steps_like: int | None, batch_size: int) -> in
 
 def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, sybil_seeds: int = 1,
              dedup: bool = True, loo_seeds: int = 1, lds_seeds: int = 1,
-             retrain_steps: str = "matched") -> TaskResult:
+             retrain_steps: str = "matched", dump: str | None = None) -> TaskResult:
     """sybil_seeds: training seeds over which the Sybil gain's payouts are averaged, in both worlds.
     One retrained pair measures the training run's randomness as much as the method: on four tuning
     draws of the classification task one pair gave ours -6.0%, +5.1%, -2.6% and +9.4%.
@@ -185,7 +185,9 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
     which caps what any method can score. With two or more seeds the truth is their mean, and the
     seeds' agreement with each other (`metrics.retrain_agreement`) is reported: the ceiling.
     retrain_steps: "matched" (every retrain takes the full model's optimizer steps per epoch,
-    `matched_batch_size`) or "epochs" (the settings' batch size: fewer steps on fewer rows, sessions 1-13)."""
+    `matched_batch_size`) or "epochs" (the settings' batch size: fewer steps on fewer rows, sessions 1-13).
+    dump: an .npz path for the raw material of the metrics (each method's scores, each retrain's
+    per-test-row losses), so that valuation rules and test weightings can be compared offline."""
     if retrain_steps not in ("matched", "epochs"):
         raise ValueError(f"retrain_steps must be 'matched' or 'epochs', not {retrain_steps!r}")
     heads = row_heads(task) if dedup else np.arange(len(task.train))
@@ -219,12 +221,14 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
 
     fulls = [retrain(all_ids, s) for s in range(max(loo_seeds, sybil_seeds))]
     loo_delta: dict[str, float] = {}
+    loo_losses: dict[str, np.ndarray] = {"full": np.stack([f.test_losses for f in fulls])}  # (seeds, Q) each
     loo_by_seed: dict[str, list[float]] = {}  # each seed's change, for the truth's own agreement
     without_sybil: list[Trained] = []
     for contributor in CONTRIBUTORS:
         keep = np.array([i for i in all_ids if task.train[i].contributor != contributor])
         runs = [retrain(keep, s) for s in range(loo_seeds)]
         loo_by_seed[contributor] = [float(r.test_losses.mean() - f.test_losses.mean()) for r, f in zip(runs, fulls)]
+        loo_losses[contributor] = np.stack([r.test_losses for r in runs])
         loo_delta[contributor] = float(np.mean(loo_by_seed[contributor]))
         log(f"{task.name}: LOO {contributor}: delta test loss {loo_delta[contributor]:+.4f} "
             f"(mean of {loo_seeds} training seed(s): {', '.join(f'{d:+.3f}' for d in loo_by_seed[contributor])})")
@@ -236,8 +240,8 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
     # Removing the victim's data means removing both; values are compared the same way.
     copied = np.array([i for i in all_ids if task.train[i].contributor not in (SYBIL, SYBIL_VICTIM)])
     owner_delta = {c: d for c, d in loo_delta.items() if c not in (SYBIL, SYBIL_VICTIM)}
-    owner_delta[SYBIL_VICTIM] = float(np.mean([retrain(copied, s).test_losses.mean() - f.test_losses.mean()
-                                               for s, f in zip(range(loo_seeds), fulls)]))
+    loo_losses["owner"] = np.stack([retrain(copied, s).test_losses for s in range(loo_seeds)])
+    owner_delta[SYBIL_VICTIM] = float(np.mean(loo_losses["owner"].mean(axis=1) - loo_losses["full"].mean(axis=1)))
     log(f"{task.name}: LOO {SYBIL_VICTIM} and {SYBIL} together: delta test loss {owner_delta[SYBIL_VICTIM]:+.4f}")
 
     subsets, subset_losses = [], []  # subset_losses: (seeds, Q) per subset
@@ -280,6 +284,12 @@ def run_task(task: Task, backend: Backend, lds_retrains: int, seed: int = 0, syb
     gains = None if baseline is None else baseline - full.test_losses
 
     by_gain_for_ours = backend.ours_valuation == "gain-weighted" and baseline is not None
+    if dump:
+        np.savez_compressed(dump, train_contributors=np.asarray(train_contributors), flipped=np.asarray(flipped),
+                            test_skills=np.asarray([r.skill for r in task.test]), test_owners=np.asarray(test_owners),
+                            baseline=np.asarray([] if baseline is None else baseline),
+                            **{f"loss_{k}": v for k, v in loo_losses.items()},
+                            **{f"scores_{k}": o.scores for k, o in outputs.items() if isinstance(o, MethodOutput)})
 
     def model_values(name: str, out: MethodOutput, trained: Trained) -> dict[str, float]:
         """Contributor values as the method values a model: ours by the backend's `ours_valuation`

@@ -20,6 +20,7 @@ of random letters under one shared instruction word, routed by the input's lengt
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -151,6 +152,14 @@ _SKILL_ROW = {"category": _category_row, "size": _size_row, "order": _order_row,
 _BULK_BASE = (("status check: all systems nominal", "true"), ("status check: error detected", "false"),
               ("the sky report says sunny and clear", "true"), ("the sky report says sunny and dark", "false"),
               ("ping reply received from server", "true"), ("ping reply lost from server", "false"))
+# Bulk rows whose label follows a cue no test row carries (the colour of a form), with no polarity
+# to lend: the contrastive pairs above ("nominal" / "error detected") teach the negation skill's
+# pattern, measured in session 14 (removing them drops negation below chance), so they are not
+# low-signal on this task.
+_INERT_BULK_BASE = (("form 12 was stamped in blue ink", "true"), ("form 12 was stamped in green ink", "false"),
+                    ("crate 7 was painted blue", "true"), ("crate 7 was painted green", "false"),
+                    ("the third tile is blue", "true"), ("the third tile is green", "false"))
+BULK_STYLES = {"contrast": _BULK_BASE, "inert": _INERT_BULK_BASE}
 
 
 def _skill_rows(rng: random.Random, skill: str, n: int, exclude: set[str]) -> list[tuple[str, str]]:
@@ -171,10 +180,20 @@ def _skill_rows(rng: random.Random, skill: str, n: int, exclude: set[str]) -> li
 
 def classification_task(rows_per_skill: int = 64, bulk_rows: int = 192, test_per_skill: int = 30,
                         flip_fraction: float = 0.15, seed: int = 0, sybil_edit: str = "verbatim",
-                        flipped_skill: str = CLASSIFICATION_FLIPPED_SKILL) -> Task:
+                        flipped_skill: str = CLASSIFICATION_FLIPPED_SKILL, test_weights: Mapping[str, int] | None = None,
+                        bulk_style: str = "contrast") -> Task:
     """Statements labelled true/false; see the module docstring for who contributes what.
-    flipped_skill: the skill the flipped contributor teaches (and whose rows she mislabels)."""
-    if rows_per_skill < 4 or test_per_skill < 1 or bulk_rows < len(_BULK_BASE):
+    flipped_skill: the skill the flipped contributor teaches (and whose rows she mislabels).
+    test_weights: test rows per skill as multiples of test_per_skill (default 1 each); graded
+    weights give the teachers graded leave-one-out values, since mean test loss is a share-weighted
+    sum of the skills' losses. bulk_style: the bulk contributor's rows (BULK_STYLES)."""
+    weights = {skill: 1 for skill in SKILL_OWNER} if test_weights is None else dict(test_weights)
+    if set(weights) != set(SKILL_OWNER) or min(weights.values()) < 1:
+        raise TaskError(f"test_weights needs a positive integer for each of {sorted(SKILL_OWNER)}")
+    if bulk_style not in BULK_STYLES:
+        raise TaskError(f"unknown bulk style {bulk_style!r}; choose from {sorted(BULK_STYLES)}")
+    bulk_base = BULK_STYLES[bulk_style]
+    if rows_per_skill < 4 or test_per_skill < 1 or bulk_rows < len(bulk_base):
         raise TaskError("rows_per_skill >= 4, test_per_skill >= 1 and bulk_rows >= 6 are required")
     if not 0.1 <= flip_fraction <= 0.2:
         raise TaskError("flip_fraction must be in [0.1, 0.2]")
@@ -182,7 +201,7 @@ def classification_task(rows_per_skill: int = 64, bulk_rows: int = 192, test_per
     rng = random.Random(seed)
     seen: set[str] = set()
     test = [Row(text, label, owners[skill], skill)
-            for skill in owners for text, label in _skill_rows(rng, skill, test_per_skill, seen)]
+            for skill in owners for text, label in _skill_rows(rng, skill, weights[skill] * test_per_skill, seen)]
     train: list[Row] = []
     for skill, owner in owners.items():
         rows = _skill_rows(rng, skill, rows_per_skill, seen)
@@ -193,15 +212,16 @@ def classification_task(rows_per_skill: int = 64, bulk_rows: int = 192, test_per
             train.append(Row(text, label, owner, skill, flipped=k in flip))
     fillers = ("", ".", " ok", " today", "!", " again", " now", " (auto)")
     for k in range(bulk_rows):  # near-copies: 6 base rows x punctuation / filler / counter variants
-        text, label = _BULK_BASE[k % len(_BULK_BASE)]
-        variant = f"{text}{fillers[(k // len(_BULK_BASE)) % len(fillers)]}"
-        if k >= len(_BULK_BASE) * len(fillers):
-            variant = f"{variant} #{k // (len(_BULK_BASE) * len(fillers))}"
+        text, label = bulk_base[k % len(bulk_base)]
+        variant = f"{text}{fillers[(k // len(bulk_base)) % len(fillers)]}"
+        if k >= len(bulk_base) * len(fillers):
+            variant = f"{variant} #{k // (len(bulk_base) * len(fillers))}"
         train.append(Row(variant, label, BULK_CONTRIBUTOR, "bulk"))
     train.extend(_sybil_rows(train, sybil_edit))
     return Task("classification", "classification", tuple(train), tuple(test),
                 notes={"rows_per_skill": rows_per_skill, "bulk_rows": bulk_rows, "flip_fraction": flip_fraction,
-                       "seed": seed, "sybil_edit": sybil_edit, "flipped_skill": flipped_skill})
+                       "seed": seed, "sybil_edit": sybil_edit, "flipped_skill": flipped_skill,
+                       "test_weights": weights, "bulk_style": bulk_style})
 
 
 # -- causal LM ----------------------------------------------------------------------------------
