@@ -81,8 +81,10 @@ def _shares(scores: Mapping[str, float], credit: Mapping[str, float]) -> tuple[S
     """Shares of the positive part of `credit`; each Share keeps its signed net `score`."""
     positive = {k: max(credit[k], 0.0) for k in scores}
     total = sum(positive.values())
+    # a sole positive key gets exactly PPM: x * PPM // x can round to PPM - 1 in floats (0.15 + 0.3)
     shares = [
-        Share(key=k, score=float(scores[k]), ppm=int(positive[k] * PPM // total) if total > 0 else 0)
+        Share(key=k, score=float(scores[k]),
+              ppm=0 if total <= 0 else PPM if positive[k] == total else int(positive[k] * PPM // total))
         for k in scores
     ]
     return tuple(sorted(shares, key=lambda s: (-s.ppm, -s.score, s.key)))
