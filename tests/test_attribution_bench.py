@@ -85,11 +85,11 @@ def test_metrics_on_known_answers() -> None:
     # LDS is 1 when the summed scores order the subsets exactly as their losses do
     masks = [np.array([1, 0, 0], bool), np.array([1, 1, 0], bool), np.array([1, 1, 1], bool)]
     assert metrics.lds(np.array([[1.0, 1.0, 1.0]]), masks, np.array([[3.0], [2.0], [1.0]])) == pytest.approx(1.0)
-    # gain-weighted values: row 0 (|s| sum 8) hands out its 0.6 nats, row 1 (|s| sum 6) its 0.3, signed;
-    # row 2 has no non-zero score and hands out nothing
+    # gain-weighted values: row 0 (|s| sum 8) hands out its 0.6 nats, signed; row 1 lost to the
+    # guess (no gain to hand out) and row 2 has no non-zero score: both hand out nothing
     scores = np.array([[2.0, 1.0, -5.0], [1.0, 4.0, -1.0], [0.0, 0.0, 0.0]])
     values = metrics.gain_weighted_values(scores, np.array([0.6, -0.3, 0.2]), ["a", "b", "c"], ["a", "b", "c"])
-    assert values == pytest.approx({"a": 0.15 + 0.05, "b": 0.075 + 0.2, "c": -0.375 - 0.05})
+    assert values == pytest.approx({"a": 0.15, "b": 0.075, "c": -0.375})
     # Two seeds that agree exactly leave no noise: every ceiling is 1. Independent noise leaves ~0.
     same = np.repeat(np.arange(8.0)[:, None, None], 2, axis=1)  # (S=8, K=2, Q=1)
     assert metrics.retrain_agreement(same) == pytest.approx((1.0, 1.0, 1.0))

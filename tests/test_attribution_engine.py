@@ -240,16 +240,16 @@ def test_valuation_averages_held_out_scores_and_renders_a_table_and_chart(tmp_pa
     meta = {1: ContributionMeta("0xaaa", 1), 2: ContributionMeta("0xbbb", 1), 3: ContributionMeta("0xaaa", 2),
             4: ContributionMeta("0xccc", 2)}
     # held-out row 1 improved by 1.2 nats: its scores (|s| sum 8) hand out 1.2 in proportion, signed;
-    # row 2 got worse by 0.8 against the guess: its scores (|s| sum 8) hand out 0.8 the same way
+    # row 2 got worse by 0.8 against the guess: it has no gain to hand out
     blocks = [(np.array([[1.0, 2, 0, -1, 1, 2, 0, -1]]), np.array([1.2])),
               (np.array([[3.0, 0, 0, -1, 3, 0, 0, -1]]), np.array([-0.8]))]
     valuation = value_from_scores(blocks, 2, index, meta, "model 7 (demo)", baseline="a uniform guess")
-    np.testing.assert_allclose(valuation.per_example, [0.225, 0.15, 0, -0.125, 0.225, 0.15, 0, -0.125])
+    np.testing.assert_allclose(valuation.per_example, [0.075, 0.15, 0, -0.075, 0.075, 0.15, 0, -0.075])
     assert valuation.gain == pytest.approx(0.2)
     by_contribution = {s.key: s.score for s in valuation.attribution.contributions}
-    assert by_contribution == pytest.approx({"1": 0.45, "2": 0.3, "3": 0.0, "4": -0.25})
+    assert by_contribution == pytest.approx({"1": 0.15, "2": 0.3, "3": 0.0, "4": -0.15})
     shares = {s.key: s.ppm for s in valuation.attribution.datanets}
-    assert shares == {"1": 1_000_000, "2": 0}  # Datanet 2 nets -0.25: no share of the positive part
+    assert shares == {"1": 1_000_000, "2": 0}  # Datanet 2 nets -0.15: no share of the positive part
     table = render_table(valuation)
     assert "Datanet 1" in table and "0xccc" in table and "100.00%" in table
     assert "held-out loss is 0.2 nats per row below a uniform guess's" in table and "does worse" not in table
@@ -264,10 +264,10 @@ def test_valuation_averages_held_out_scores_and_renders_a_table_and_chart(tmp_pa
     files = write_report(valuation, tmp_path / "out")
     assert [p.name for p in files.paths] == ["report.txt", "report.svg", "report.json"]
     saved = json.loads(files.paths[2].read_text())
-    assert saved["datanets"][0] == {"id": "1", "value": pytest.approx(0.75), "share_ppm": 1_000_000}
+    assert saved["datanets"][0] == {"id": "1", "value": pytest.approx(0.45), "share_ppm": 1_000_000}
     assert saved["gain"] == pytest.approx(0.2) and saved["baseline"] == "a uniform guess"
     assert write_report(valuation, tmp_path / "again").paths[1].read_bytes() == files.paths[1].read_bytes()
-    assert "no shares" not in table
+    assert "no shares are given" in table  # its one held-out row lost to the guess: no gain to share
     # every Datanet nets a loss: the table says there is nothing to share instead of listing 0% shares
     harmful = value_from_scores([(-np.abs(blocks[0][0]), np.array([-1.0]))], 1, index, meta, "m")
     assert all(s.ppm == 0 for s in harmful.attribution.datanets) and "no shares are given" in render_table(harmful)

@@ -37,8 +37,8 @@ def contributor_values(scores: np.ndarray, train_contributors: Sequence[str],
 def gain_weighted_values(scores: np.ndarray, gains: np.ndarray, train_contributors: Sequence[str],
                          contributors: Sequence[str]) -> dict[str, float]:
     """Contributor values by the product's model-level rule (`valuation.gain_weighted`): each test row's
-    scores normalised to sum to one in absolute value and weighted by |gain|, the row's loss
-    reduction over a model that learned nothing from the data. Sums of the rows' parts over the test set."""
+    scores normalised to sum to one in absolute value and weighted by its gain where positive, the row's
+    loss reduction over a model that learned nothing from the data. Sums of the rows' parts over the test set."""
     return _per_contributor(gain_weighted(scores, gains), train_contributors, contributors)
 
 

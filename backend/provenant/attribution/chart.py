@@ -49,11 +49,11 @@ def render_table(valuation: Valuation) -> str:
     if valuation.baseline:
         side = "below" if valuation.gain >= 0 else "above"
         lines.append(f"The model's held-out loss is {abs(valuation.gain):.4g} nats per row {side} "
-                     f"{valuation.baseline}'s; each held-out row's influences are weighted by how far the model "
-                     "moved its loss.")
+                     f"{valuation.baseline}'s; each held-out row the model improved hands out its gain "
+                     "through its influences, and the other rows hand out nothing.")
         if valuation.gain < 0:  # shares of the positive part would read as earnings the model never made
-            lines.append(f"The model does worse than {valuation.baseline} on held-out rows: the values say whose "
-                         "data pulled it which way, not who added value.")
+            lines.append(f"The model does worse than {valuation.baseline} on held-out rows overall: the values "
+                         "share out the rows it improved, a gain it did not make on net.")
     if not any(s.ppm for s in valuation.attribution.datanets):
         # each value is a small difference of large positive and negative influences; when every
         # Datanet nets <= 0 there is no positive part to share, and a row of 0% would read as "worthless"

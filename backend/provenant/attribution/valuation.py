@@ -1,27 +1,31 @@
 """Model-level valuation: each contribution's, contributor's and Datanet's share of a model's value.
 
-Value is influence on held-out evaluation loss, weighted by what the model actually changed. For each
+Value is influence on held-out evaluation loss, weighted by what the model actually gained. For each
 held-out row q, the engine's per-answer scores s_qi (positive: training row i lowered q's loss;
 duplicate credit already shared) are normalised to sum to one in absolute value and weighted by the
-row's gain, |loss of a uniform guess over the labels (log K) - the model's loss|:
+row's gain, the loss of a uniform guess over the labels (log K) minus the model's loss, where positive:
 
-    value_i = mean over q of  |gain_q| * s_qi / sum_j |s_qj|
+    value_i = mean over q of  max(gain_q, 0) * s_qi / sum_j |s_qj|
 
-so each held-out row hands out exactly its gain in magnitude: supporters get a positive part,
-opposers (mislabelled or off-task rows) a negative one, and a row the model did not move counts for
-nothing. Values are summed per contribution, contributor and Datanet (`aggregate`, "signed" rule);
-shares are of the positive part, as for per-answer attribution.
+so each held-out row the model improved hands out exactly its gain in magnitude: supporters get a
+positive part, opposers (mislabelled or off-task rows) a negative one. A row the model did not improve
+hands out nothing: there is no gain to divide, and its scores are those of an answer the model gets
+wrong. Values are summed per contribution, contributor and Datanet (`aggregate`, "signed" rule); shares
+are of the positive part, as for per-answer attribution.
 
-Why not the plain mean of scores (sessions 1-11): summed over many held-out rows, first-order
-influences are a small difference of large positive and negative parts whose scale is the
-gradients', so a few high-loss rows decide it. On the benchmark's classification task (five draws,
-bench/RESULTS.md session 12) contributor values by the plain mean agreed with leave-one-out
-retraining at Spearman 0.49 on average (-0.26 on one draw, where every contributor netted a loss);
-weighted by the gain, 0.74 (0.60 at worst); over data owners 0.56 -> 0.80. On the benchmark's causal
-LM (valued there only; draws 0-2) weighting by the gain over the pretrained base ranked worse than the
-plain sum on session 12's base (0.22 against 0.37) and better over data owners on session 13's pinned
-base (mean 0.97 against 0.23), so an LM valuation would need its own check: there the gain partly
-measures how bad the base was at a skill.
+Why weigh by the gain at all (sessions 1-11 took the plain mean of scores): summed over many held-out
+rows, first-order influences are a small difference of large positive and negative parts whose scale
+is the gradients', so a few high-loss rows decide it (session 12, five draws of the older task: 0.49
+plain, 0.74 weighted by |gain|, against a truth later found noisy). Why the positive part only (sessions 12-14 took
+|gain_q|, so a row the model got wrong handed out its loss over the guess too): on the benchmark's
+graded classification task (bench/RESULTS.md, session 15: a classifier that learns every skill,
+graded test shares, a leave-one-out truth whose seeds agree at 0.44-0.75), contributor values agreed
+with leave-one-out retraining at Spearman 0.47 (owners 0.45) on tuning draws 1-4 with the positive
+part, against -0.14 (owners 0.10) with |gain|, ahead on wallets on all four draws. On the older task at
+3 epochs, whose truth is mostly seed noise (seeds agree at 0.14-0.23), the means were 0.31 / 0.45 and
+0.11 / 0.15 (draws 1-2). Plain summed scores: -0.23 / 0.00 on the graded task. The benchmark's causal
+LM is valued by summed scores (there the gain over the pretrained base partly measures how bad the
+base was at a skill; the product values classifiers only).
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ class Valuation:
 
 def gain_weighted(scores: np.ndarray, gains: np.ndarray) -> np.ndarray:
     """(rows, N) per-answer scores and (rows,) held-out gains -> (N,) each training row's summed part:
-    |gain_q| * s_qi / sum_j |s_qj| over the rows q. A row with no non-zero score gives nothing.
+    max(gain_q, 0) * s_qi / sum_j |s_qj| over the rows q. A row with no gain or no non-zero score
+    gives nothing.
     float64, row by row in order: the same bits for the same inputs."""
     scores = np.asarray(scores, dtype=np.float64)
     gains = np.asarray(gains, dtype=np.float64)
@@ -75,8 +80,8 @@ def gain_weighted(scores: np.ndarray, gains: np.ndarray) -> np.ndarray:
     out = np.zeros(scores.shape[1])
     for row, gain in zip(scores, gains):
         total = np.abs(row).sum()
-        if total > 0:
-            out += abs(gain) * (row / total)
+        if total > 0 and gain > 0:
+            out += gain * (row / total)
     return out
 
 
