@@ -34,8 +34,7 @@ def backend(anvil: Devnet, chain: ChainClient, deployed: Contracts, tmp_path: Pa
     service.approve(dev_accounts()[2], datanet, [record.contribution_id])
     b = Backend(anvil.rpc_url, home, tmp_path / "app.log")
     yield b
-    if b.proc is not None and b.proc.poll() is None:
-        b.kill()
+    b.close()
 
 
 def _job(server: Backend, job_id: str) -> dict[str, Any]:
