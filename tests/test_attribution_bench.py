@@ -217,3 +217,22 @@ def test_datainf_closed_form_matches_the_explicit_inverse() -> None:
     inverse = sum(np.linalg.inv(np.outer(row, row) + lam * np.eye(5)) for row in g64) / len(g64)
     np.testing.assert_allclose(out.scores, v.astype(np.float64) @ inverse @ g64.T, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(out.self_scores, np.einsum("ij,jk,ik->i", g64, inverse, g64), rtol=1e-9)
+
+
+def test_valuation_rules_read_a_dump_and_score_each_rule(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from bench.attribution import valuation_rules
+
+    # one trained row per wallet but mallory's (deduped away); removing a wallet costs its rank in nats
+    owners = np.array(["alice", "bob", "carol", "dave", "erin"])
+    cost = {"alice": 0.5, "bob": 0.0, "carol": 0.3, "dave": 0.2, "erin": 0.1, "mallory": 0.0}
+    full = np.full((2, 3), 0.2)  # 2 seeds x 3 test rows
+    losses = {f"loss_{c}": full + d for c, d in cost.items()}
+    scores = np.array([[5.0, 4.0, 3.0, 2.0, 1.0]] * 3)  # every test row: alice > bob > carol > dave > erin
+    np.savez(tmp_path / "d.npz", train_contributors=owners, baseline=np.full(3, np.log(2)), loss_full=full,
+             loss_owner=full + 0.4, scores_m=scores, **losses)
+    truth, agreement, out = valuation_rules.evaluate(str(tmp_path / "d.npz"))
+    assert truth["alice"] == pytest.approx(0.5) and agreement == pytest.approx(1.0)
+    # wallets: bob is ranked 2nd but costs nothing (mallory holds his copy), tied with mallory;
+    # owners: bob and mallory together cost 0.4, second, as ranked
+    assert out[("m", "summed")] == pytest.approx((0.551, 1.0), abs=1e-3)
+    assert set(r for _, r in out) == set(valuation_rules.RULES)
