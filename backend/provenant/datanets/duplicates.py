@@ -127,7 +127,7 @@ class _Rows:
     def insert(self, name: str, m: MinHash, words: list[str], word_set: MinHash | None = None) -> None:
         self.hashes[name], self.words[name] = m, words
         self.lsh.insert(name, m)
-        self.word_lsh.insert(name, word_set or _word_set_minhash(words))
+        self.word_lsh.insert(name, word_set if word_set is not None else _word_set_minhash(words))
 
     def nearest(self, m: MinHash, words: list[str], threshold: float,
                 word_set: MinHash | None = None) -> tuple[str, float] | None:
@@ -139,7 +139,7 @@ class _Rows:
             if similarity >= threshold and (best is None or similarity > best[1]):
                 best = (name, similarity)
         if best is None:
-            for name in sorted(self.word_lsh.query(word_set or _word_set_minhash(words))):
+            for name in sorted(self.word_lsh.query(word_set if word_set is not None else _word_set_minhash(words))):
                 other = self.words[name]
                 if len(other) == len(words):  # adds_words needs one to be longer; templated rows often tie
                     continue
