@@ -9,17 +9,12 @@ Keys come only from the environment (CLAIM_KEY_0..N-1); nothing here prints them
 
 from __future__ import annotations
 
-import os
 import sys
 
 import provenant.settlement.claims  # noqa: F401 - the command's lazy imports (torch among them: ~10 s),
 import provenant.settlement.claims_index  # noqa: F401 - done once here so that kills land on claiming
 from provenant.cli import app
-
-
-def _say(line: str) -> None:
-    """One write(2) per line, so the parent's and a child's lines never interleave mid-line."""
-    os.write(1, (line + "\n").encode())
+from zygote_support import serve_forks
 
 
 def _claim_everyone(rpc_url: str, home: str, claimants: int) -> int:
@@ -36,21 +31,7 @@ def _claim_everyone(rpc_url: str, home: str, claimants: int) -> int:
 
 def main() -> None:
     rpc_url, home, claimants = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    _say("ready")
-    for line in sys.stdin:
-        if line.strip() != "go":
-            break
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                code = _claim_everyone(rpc_url, home, claimants)
-            finally:
-                sys.stdout.flush()
-                os._exit(code)
-        _say(f"pid {pid}")
-        _, status = os.waitpid(pid, 0)
-        _say(f"exit {os.waitstatus_to_exitcode(status)}")
+    serve_forks(lambda args: _claim_everyone(rpc_url, home, claimants))
 
 
 if __name__ == "__main__":
